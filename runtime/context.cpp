@@ -1,0 +1,90 @@
+// The one place that switches stacks.
+//
+// Boost.Context's fcontext (jump_fcontext/make_fcontext, hand-written
+// assembly) does the switch. Every jump passes the fiber being left as the
+// transfer data; the context that resumes stores the left fiber's new
+// fcontext and, if that fiber has ended, reclaims its stack, now that
+// nobody runs on it.
+//
+// What a switch carries besides registers:
+// - The C++ exception globals (__cxa_eh_globals: the caught-exception stack
+//   and the uncaught count) are per thread in libstdc++; with fibers they
+//   must be per fiber, or a fiber parked in a catch block would see another
+//   fiber's exception on `throw;`. They are swapped here, two words a side.
+// - The FP environment is left to jump_fcontext, which saves MXCSR and the
+//   x87 control word of the context it leaves and loads those of the one it
+//   enters. make_fcontext records the creating thread's values, so a new
+//   fiber starts with exactly the spawner's settings and the load never
+//   changes MXCSR unless some fiber changed it (a differing MXCSR costs tens
+//   of ns per switch).
+// - ASan needs to be told about every stack change
+//   (__sanitizer_start/finish_switch_fiber), and so does Valgrind about the
+//   stacks themselves (VALGRIND_STACK_REGISTER, in runtime/stack.cpp).
+#include <cxxabi.h>
+
+#include <boost/context/detail/fcontext.hpp>
+
+#include <spindle/detail/assert.hpp>
+
+#include "runtime/scheduler.hpp"
+
+#if defined(SPINDLE_ASAN)
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+namespace spindle::detail {
+
+namespace bctx = boost::context::detail;
+
+EhState* thread_eh_globals() noexcept {
+  static_assert(sizeof(EhState) >= sizeof(void*) + sizeof(unsigned int));
+  return reinterpret_cast<EhState*>(abi::__cxa_get_globals());
+}
+
+// Runs on the context that was just resumed; `data` is the fiber it took
+// over from, `fctx` where that fiber stopped.
+void resumed(void* fctx, void* data) noexcept {
+  Fiber* prev = static_cast<Fiber*>(data);
+  Scheduler* s = prev->sched;
+#if defined(SPINDLE_ASAN)
+  const void* bottom = nullptr;
+  std::size_t size = 0;
+  __sanitizer_finish_switch_fiber(s->running_->asan_fake_stack, &bottom, &size);
+  // The thread's own stack is only known to ASan; learn it on first leave.
+  if (prev == &s->main_ && prev->stack_base == nullptr) {
+    prev->stack_base = const_cast<void*>(bottom);
+    prev->stack_size = size;
+  }
+#endif
+  prev->ctx = fctx;
+  if (prev->state == FiberState::done) s->reclaim(prev);
+}
+
+namespace {
+[[noreturn]] void trampoline(bctx::transfer_t t) noexcept {
+  Fiber* prev = static_cast<Fiber*>(t.data);
+  resumed(t.fctx, t.data);
+  Scheduler* s = prev->sched;
+  s->fiber_main(s->running());
+}
+}  // namespace
+
+void init_context(Fiber* f) noexcept {
+  void* top = static_cast<char*>(f->stack_base) + f->stack_size;
+  f->ctx = bctx::make_fcontext(top, f->stack_size, &trampoline);
+}
+
+void switch_context(Fiber* from, Fiber* to) noexcept {
+  EhState* g = from->sched->eh_globals_;
+  from->eh = *g;
+  *g = to->eh;
+#if defined(SPINDLE_ASAN)
+  // A dead fiber passes nullptr so ASan frees its fake stack.
+  __sanitizer_start_switch_fiber(from->state == FiberState::done ? nullptr : &from->asan_fake_stack,
+                                 to->stack_base, to->stack_size);
+#endif
+  bctx::transfer_t t = bctx::jump_fcontext(to->ctx, from);
+  resumed(t.fctx, t.data);
+}
+
+}  // namespace spindle::detail

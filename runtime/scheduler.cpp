@@ -1,0 +1,672 @@
+#include "runtime/scheduler.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <stdexcept>
+
+#include <spindle/detail/assert.hpp>
+#include <spindle/future.hpp>
+#include <spindle/gather.hpp>
+#include <spindle/io.hpp>
+#include <spindle/task_group.hpp>
+#include <spindle/this_fiber.hpp>
+#include <spindle/timeout.hpp>
+
+#include "platform/syscall.hpp"
+
+namespace spindle::detail {
+
+thread_local Scheduler* Scheduler::tls_current_ = nullptr;
+
+namespace {
+
+std::int64_t steady_ns() noexcept { return to_ns(Clock::now()); }
+
+std::string fiber_name(const Fiber* f) {
+  return f->name.empty() ? fmt::format("fiber-{}", f->id) : f->name;
+}
+
+// True when nothing may interrupt the running fiber's waits: it is unwinding
+// (a destructor that parks must be able to finish), or shielded.
+bool unwinding() noexcept { return std::uncaught_exceptions() > 0; }
+
+[[noreturn]] void throw_timeout(Fiber* f, std::int64_t now, const char* call) {
+  for (TimeoutScopeRec* r = f->scopes; r; r = r->outer)
+    if (r->deadline <= now) r->expired = true;
+  throw TimeoutError(fmt::format("{}: Timeout expired", call));
+}
+
+// Throws what is due for the running fiber before it parks.
+void check_interrupt(Scheduler* s, Fiber* f, const char* call) {
+  if (unwinding()) return;
+  if (f->cancel_requested && f->shield_depth == 0) {
+    f->cancel_requested = false;
+    throw Cancelled{};
+  }
+  if (f->scope_deadline != kNoDeadline) {
+    std::int64_t now = s->now();
+    if (now >= f->scope_deadline) throw_timeout(f, now, call);
+  }
+}
+
+Scheduler& require_scheduler(const char* call) {
+  Scheduler* s = Scheduler::current();
+  if (!s) throw std::logic_error(fmt::format("{} called outside a fiber (no spindle::run on this thread)", call));
+  return *s;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- lifecycle
+
+Scheduler::Scheduler(const RunOptions& options)
+    : clock_(options.clock),
+      default_stack_(options.default_stack_size ? options.default_stack_size : kDefaultStackSize),
+      eh_globals_(thread_eh_globals()) {
+  main_.sched = this;
+  main_.state = FiberState::running;
+  main_.name = "spindle::run";
+  main_.refs = 1;
+  // The thread's own context never takes cancellation or Timeouts.
+  main_.shield_depth = 1;
+  install_overflow_handler();
+  altstack_ = install_thread_altstack();
+  tls_current_ = this;
+}
+
+Scheduler::~Scheduler() {
+  SPINDLE_ASSERT(live_ == 0, fmt::format("{} fibers alive at scheduler exit", live_));
+  tls_current_ = nullptr;
+  remove_thread_altstack(altstack_);
+}
+
+void Scheduler::start(Fiber* f, std::string name, std::size_t stack_size) {
+  Stack st = stacks_.acquire(stack_size ? stack_size : default_stack_);
+  f->stack_base = st.base;
+  f->stack_size = st.size;
+  f->sched = this;
+  f->id = ++next_id_;
+  f->name = std::move(name);
+  f->refs = 2;  // the caller's handle and the running fiber
+  f->state = FiberState::runnable;
+  init_context(f);
+  f->all_prev = nullptr;
+  f->all_next = all_head_;
+  if (all_head_) all_head_->all_prev = f;
+  all_head_ = f;
+  ++live_;
+  push(f);
+}
+
+void Scheduler::fiber_main(Fiber* self) noexcept {
+  self->body(self);
+  self->state = FiberState::done;
+  if (self->all_prev)
+    self->all_prev->all_next = self->all_next;
+  else
+    all_head_ = self->all_next;
+  if (self->all_next) self->all_next->all_prev = self->all_prev;
+  --live_;
+  while (WaitNode* n = self->joiners.pop_front()) ready(n->fiber, WakeReason::ready);
+  if (self->group) {
+    GroupCore& g = *self->group;
+    --g.running;
+    if (self->error && !self->cancelled_exit && !g.failed) {
+      g.failed = true;
+      g.first_error = self->error;
+      group_cancel(g);
+    }
+    if (g.running == 0)
+      while (WaitNode* n = g.waiters.pop_front()) ready(n->fiber, WakeReason::ready);
+  }
+  if (main_waits_for_exit_) ready(&main_, WakeReason::ready);
+  // The next context reclaims this stack once it runs on its own.
+  switch_to(self, next_runnable());
+  SPINDLE_ASSERT(false, fmt::format("resumed dead fiber {}", self->id));
+  __builtin_unreachable();
+}
+
+void Scheduler::reclaim(Fiber* dead) noexcept {
+  stacks_.release({dead->stack_base, dead->stack_size});
+  dead->stack_base = nullptr;
+  dead->sched = this;
+  release_fiber(dead);
+}
+
+void Scheduler::finish_run(Fiber* root) noexcept {
+  wait_done_shielded(root);
+  // Like asyncio.run: whatever is still alive is cancelled and awaited. A
+  // fiber that swallows Cancelled is cancelled again each round.
+  while (live_ > 0) {
+    for (Fiber* f = all_head_; f; f = f->all_next) request_cancel(f);
+    main_waits_for_exit_ = true;
+    park(&main_, kNoDeadline);
+    main_waits_for_exit_ = false;
+  }
+}
+
+// ----------------------------------------------------------- park / ready
+
+void Scheduler::switch_to(Fiber* from, Fiber* to) noexcept {
+  running_ = to;
+  to->state = FiberState::running;
+  switch_context(from, to);
+}
+
+Fiber* Scheduler::next_runnable() noexcept {
+  if ((++ticks_ & (kPollInterval - 1)) == 0) poll(false);
+  while (!head_) poll(true);
+  return pop();
+}
+
+WakeReason Scheduler::park(Fiber* f, std::int64_t deadline) noexcept {
+  SPINDLE_ASSERT(f == running_, "park() of a fiber that is not running");
+  const bool unwind = unwinding();
+  f->interruptible = !unwind && f->shield_depth == 0;
+  if (f->interruptible && f->cancel_requested) return WakeReason::cancelled;
+  std::int64_t effective = unwind ? deadline : std::min(deadline, f->scope_deadline);
+  f->state = FiberState::parked;
+  f->wake_reason = WakeReason::ready;
+  if (effective != kNoDeadline) timers_.add(f, effective);
+  Fiber* next = next_runnable();
+  if (next != f)
+    switch_to(f, next);
+  else
+    f->state = FiberState::running;
+  ++f->park_seq;
+  return f->wake_reason;
+}
+
+void Scheduler::ready(Fiber* f, WakeReason r) noexcept {
+  if (f->state != FiberState::parked) return;
+  f->state = FiberState::runnable;
+  f->wake_reason = r;
+  if (f->timer_index != kNotInHeap) timers_.remove(f);
+  push(f);
+}
+
+void Scheduler::yield(Fiber* f) noexcept {
+  if ((++ticks_ & (kPollInterval - 1)) == 0) poll(false);
+  if (!head_) return;
+  Fiber* next = pop();
+  f->state = FiberState::runnable;
+  push(f);
+  switch_to(f, next);
+}
+
+void Scheduler::request_cancel(Fiber* f) noexcept {
+  if (f->state == FiberState::done) return;
+  f->cancel_requested = true;
+  if (f->state == FiberState::parked && f->interruptible) ready(f, WakeReason::cancelled);
+}
+
+void Scheduler::post_remote(Fiber* f, std::uint32_t seq) noexcept {
+  {
+    std::lock_guard lock(remote_mu_);
+    remote_.push_back({f, seq});
+  }
+  if (!remote_pending_.exchange(true, std::memory_order_acq_rel)) poller_.wake();
+}
+
+void Scheduler::drain_remote() noexcept {
+  remote_pending_.store(false, std::memory_order_release);
+  {
+    std::lock_guard lock(remote_mu_);
+    if (remote_.empty()) return;
+    remote_spare_.swap(remote_);
+  }
+  for (const RemoteWake& w : remote_spare_)
+    if (w.fiber->park_seq == w.seq) ready(w.fiber, WakeReason::ready);
+  remote_spare_.clear();
+}
+
+// ------------------------------------------------------------- idle step
+
+std::int64_t Scheduler::now() const noexcept { return clock_ ? to_ns(clock_->now()) : steady_ns(); }
+
+void Scheduler::poll(bool may_block) noexcept {
+  std::optional<Nanos> timeout = Nanos(0);
+  const bool idle = may_block && !head_;
+  if (idle) {
+    if (timers_.empty()) {
+      timeout = std::nullopt;
+    } else if (!clock_) {
+      timeout = Nanos(std::max<std::int64_t>(0, timers_.next_deadline() - now()));
+    } else if (!clock_->auto_advance()) {
+      timeout = std::nullopt;  // only I/O or another thread can move things now
+    }
+  }
+  const bool must_poll = timeout != Nanos(0) || watched_fds_ > 0 || remote_pending_.load(std::memory_order_acquire);
+  if (must_poll) {
+    poller_.wait(events_, timeout);
+    dispatch_io();
+    drain_remote();
+  }
+  expire_timers();
+  // Paused time: nothing to do until the next timer, so jump to it.
+  if (idle && clock_ && clock_->auto_advance() && !head_ && !timers_.empty()) {
+    clock_->set(TimePoint(std::chrono::nanoseconds(timers_.next_deadline())));
+    expire_timers();
+  }
+}
+
+void Scheduler::dispatch_io() noexcept {
+  for (const ReadyEvent& ev : events_) {
+    if (!event_is_current(ev)) continue;  // the fd was forgotten or reused
+    IoSlot* s = ev.slot;
+    if (ev.readable || ev.hangup) {
+      if (s->reader)
+        ready(std::exchange(s->reader, nullptr), WakeReason::ready);
+      else
+        s->read_ready = true;
+    }
+    if (ev.writable || ev.hangup) {
+      if (s->writer)
+        ready(std::exchange(s->writer, nullptr), WakeReason::ready);
+      else
+        s->write_ready = true;
+    }
+  }
+}
+
+void Scheduler::expire_timers() noexcept {
+  if (timers_.empty()) return;
+  timers_.expire(now(), [this](Fiber* f) { ready(f, WakeReason::timed_out); });
+}
+
+// ------------------------------------------------------------------- fds
+
+IoSlot& Scheduler::slot_for(int fd) {
+  if (fd < 0) platform::throw_system_error(EBADF, fmt::format("spindle: wait on fd={}", fd));
+  std::size_t chunk = static_cast<std::size_t>(fd) / kSlotChunk;
+  if (chunk >= slots_.size()) slots_.resize(chunk + 1);
+  if (!slots_[chunk]) slots_[chunk] = std::make_unique<IoSlot[]>(kSlotChunk);
+  IoSlot& s = slots_[chunk][static_cast<std::size_t>(fd) % kSlotChunk];
+  if (!s.registered) {
+    poller_.add(fd, s);
+    ++watched_fds_;
+  }
+  return s;
+}
+
+void Scheduler::forget(int fd) noexcept {
+  if (fd < 0) return;
+  std::size_t chunk = static_cast<std::size_t>(fd) / kSlotChunk;
+  if (chunk >= slots_.size() || !slots_[chunk]) return;
+  IoSlot& s = slots_[chunk][static_cast<std::size_t>(fd) % kSlotChunk];
+  if (!s.registered) return;
+  poller_.remove(fd);
+  --watched_fds_;
+  ++s.seq;
+  s.registered = false;
+  s.read_ready = s.write_ready = false;
+  if (s.reader) ready(std::exchange(s.reader, nullptr), WakeReason::closed);
+  if (s.writer) ready(std::exchange(s.writer, nullptr), WakeReason::closed);
+}
+
+// ======================================================= the wait API
+
+Fiber* current_fiber() noexcept {
+  Scheduler* s = Scheduler::current();
+  return s ? s->running() : nullptr;
+}
+
+std::int64_t now_ns() noexcept {
+  Scheduler* s = Scheduler::current();
+  return s ? s->now() : steady_ns();
+}
+
+Fiber* enter_wait(const char* call) {
+  Scheduler& s = require_scheduler(call);
+  Fiber* f = s.running();
+  if (f->cancel_requested || f->scope_deadline != kNoDeadline) check_interrupt(&s, f, call);
+  return f;
+}
+
+WakeReason park(std::int64_t deadline_ns) noexcept {
+  Scheduler* s = Scheduler::current();
+  SPINDLE_ASSERT(s, "park() outside a fiber");
+  return s->park(s->running(), deadline_ns);
+}
+
+WakeReason leave_wait(WakeReason r, std::int64_t own_deadline_ns, const char* call) {
+  Scheduler* s = Scheduler::current();
+  Fiber* f = s->running();
+  if (r == WakeReason::cancelled) {
+    f->cancel_requested = false;
+    throw Cancelled{};
+  }
+  if (r == WakeReason::timed_out && f->scope_deadline < own_deadline_ns && !unwinding()) {
+    std::int64_t now = s->now();
+    if (now >= f->scope_deadline) throw_timeout(f, now, call);
+  }
+  return r;
+}
+
+void ready(Fiber* f, WakeReason r) noexcept { f->sched->ready(f, r); }
+
+void ready_node(WaitNode& node) noexcept {
+  Scheduler* here = Scheduler::current();
+  if (here == node.sched)
+    here->ready(node.fiber, WakeReason::ready);
+  else
+    node.sched->post_remote(node.fiber, node.seq);
+}
+
+void settle_remote_wake(WaitNode& node) noexcept { node.sched->drain_remote(); }
+
+void request_cancel(Fiber* f) noexcept { f->sched->request_cancel(f); }
+
+void release_fiber(Fiber* f) noexcept {
+  SPINDLE_ASSERT(f->refs > 0, "fiber reference count underflow");
+  if (--f->refs == 0) f->destroy(f);
+}
+
+void start_fiber(Fiber* f, std::string name, std::size_t stack_size) {
+  require_scheduler("spindle::spawn").start(f, std::move(name), stack_size);
+}
+
+bool wait_done(Fiber* target, std::int64_t deadline_ns, const char* call) {
+  if (target->state == FiberState::done) return true;
+  Fiber* f = enter_wait(call);
+  if (target == f)
+    throw std::system_error(std::make_error_code(std::errc::resource_deadlock_would_occur),
+                            fmt::format("{}: a fiber cannot wait for itself", call));
+  if (target->sched != f->sched)
+    throw std::logic_error(fmt::format("{}: the task belongs to another thread's scheduler", call));
+  while (target->state != FiberState::done) {
+    WaitNode node{.fiber = f};
+    target->joiners.push_back(node);
+    WakeReason r = park(deadline_ns);
+    target->joiners.remove(node);
+    if (leave_wait(r, deadline_ns, call) == WakeReason::timed_out) return false;
+  }
+  return true;
+}
+
+void wait_done_shielded(Fiber* target) noexcept {
+  if (target->state == FiberState::done) return;
+  Fiber* f = current_fiber();
+  SPINDLE_ASSERT(f && f != target && f->sched == target->sched,
+                 "a running task was destroyed outside a fiber of its own scheduler");
+  Shield shield;
+  while (target->state != FiberState::done) {
+    WaitNode node{.fiber = f};
+    target->joiners.push_back(node);
+    park(kNoDeadline);
+    target->joiners.remove(node);
+  }
+}
+
+// ---------------------------------------------------------- run()
+
+RunScope::RunScope(const RunOptions& options) {
+  if (Scheduler::current())
+    throw std::logic_error("spindle::run called inside spindle::run (one scheduler per thread)");
+  sched_ = new Scheduler(options);
+}
+
+RunScope::~RunScope() { delete sched_; }
+
+void RunScope::finish(Fiber* root) noexcept { sched_->finish_run(root); }
+
+// ---------------------------------------------------------- gather
+
+void gather_wait(Fiber* const* fibers, std::size_t n, bool settled, const char* call) {
+  auto all_done = [&] {
+    for (std::size_t i = 0; i < n; ++i)
+      if (fibers[i]->state != FiberState::done) return false;
+    return true;
+  };
+  auto cancel_all_and_wait = [&] {
+    for (std::size_t i = 0; i < n; ++i) request_cancel(fibers[i]);
+    for (std::size_t i = 0; i < n; ++i) wait_done_shielded(fibers[i]);
+  };
+  for (std::size_t i = 0; i < n; ++i)
+    if (!fibers[i]) throw std::system_error(make_error_code(errc::no_state), call);
+  // Rethrows the first failure found, after cancelling and waiting for the
+  // rest. A real error is preferred to a Cancelled that it may have caused.
+  auto fail_fast = [&] {
+    if (settled) return;
+    Fiber* bad = nullptr;
+    for (std::size_t i = 0; i < n; ++i) {
+      Fiber* c = fibers[i];
+      if (c->state != FiberState::done || !c->error) continue;
+      if (!bad || (bad->cancelled_exit && !c->cancelled_exit)) bad = c;
+    }
+    if (!bad) return;
+    cancel_all_and_wait();
+    std::rethrow_exception(bad->error);
+  };
+  if (all_done()) return fail_fast();
+  Fiber* f = nullptr;
+  try {
+    f = enter_wait(call);
+  } catch (...) {
+    cancel_all_and_wait();
+    throw;
+  }
+  std::vector<WaitNode> nodes(n);
+  while (!all_done()) {
+    fail_fast();
+    for (std::size_t i = 0; i < n; ++i) {
+      nodes[i] = WaitNode{.fiber = f};
+      if (fibers[i]->state != FiberState::done) fibers[i]->joiners.push_back(nodes[i]);
+    }
+    WakeReason r = park(kNoDeadline);
+    for (std::size_t i = 0; i < n; ++i) fibers[i]->joiners.remove(nodes[i]);
+    try {
+      leave_wait(r, kNoDeadline, call);
+    } catch (...) {
+      cancel_all_and_wait();
+      throw;
+    }
+  }
+  fail_fast();
+}
+
+// ---------------------------------------------------------- TaskGroup
+
+void group_attach(GroupCore& g, Fiber* child) noexcept {
+  ++child->refs;
+  child->group = &g;
+  g.children.push_back(child);
+  ++g.running;
+  if (g.failed) request_cancel(child);
+}
+
+void group_cancel(GroupCore& g) noexcept {
+  for (Fiber* c : g.children) request_cancel(c);
+}
+
+void group_join(GroupCore& g, const char* call) {
+  if (g.running > 0) {
+    Fiber* f = nullptr;
+    try {
+      f = enter_wait(call);
+    } catch (...) {
+      group_abandon(g);
+      throw;
+    }
+    while (g.running > 0) {
+      WaitNode node{.fiber = f};
+      g.waiters.push_back(node);
+      WakeReason r = park(kNoDeadline);
+      g.waiters.remove(node);
+      try {
+        leave_wait(r, kNoDeadline, call);
+      } catch (...) {
+        group_abandon(g);
+        throw;
+      }
+    }
+  }
+  if (g.first_error) std::rethrow_exception(std::exchange(g.first_error, nullptr));
+}
+
+void group_abandon(GroupCore& g) noexcept {
+  group_cancel(g);
+  for (Fiber* c : g.children) wait_done_shielded(c);
+}
+
+void group_release(GroupCore& g) noexcept {
+  for (Fiber* c : g.children) {
+    c->group = nullptr;
+    release_fiber(c);
+  }
+  g.children.clear();
+}
+
+// ---------------------------------------------------------- Future
+
+bool FutureCore::wait_until(std::int64_t deadline_ns, const char* call) {
+  {
+    std::lock_guard lock(mu);
+    if (ready) return true;
+  }
+  Fiber* f = enter_wait(call);
+  for (;;) {
+    WaitNode node{.fiber = f, .sched = f->sched, .seq = f->park_seq};
+    {
+      std::lock_guard lock(mu);
+      if (ready) return true;
+      waiters.push_back(node);
+    }
+    WakeReason r = park(deadline_ns);
+    bool handed;
+    {
+      std::lock_guard lock(mu);
+      handed = !node.linked;
+      waiters.remove(node);
+    }
+    // A setter on another thread may have queued our wake after we resumed
+    // for another reason; consume it before this frame goes away.
+    if (handed && r != WakeReason::ready) settle_remote_wake(node);
+    if (leave_wait(r, deadline_ns, call) == WakeReason::timed_out && !handed) return false;
+    if (handed) return true;
+  }
+}
+
+void FutureCore::wake_all_locked() noexcept {
+  ready = true;
+  while (WaitNode* n = waiters.pop_front()) ready_node(*n);
+}
+
+void FutureCore::throw_satisfied(const char* call) {
+  throw std::system_error(make_error_code(errc::promise_already_satisfied), call);
+}
+
+}  // namespace spindle::detail
+
+// ============================================================ public API
+
+namespace spindle {
+
+TimePoint now() noexcept { return TimePoint(std::chrono::nanoseconds(detail::now_ns())); }
+
+namespace this_fiber {
+
+void yield() {
+  using namespace detail;
+  Scheduler* s = Scheduler::current();
+  if (!s) throw std::logic_error("spindle::this_fiber::yield called outside a fiber (no spindle::run on this thread)");
+  Fiber* f = s->running();
+  if (f->cancel_requested || f->scope_deadline != kNoDeadline) [[unlikely]]
+    check_interrupt(s, f, "spindle::this_fiber::yield");
+  s->yield(f);
+}
+
+void sleep_until(TimePoint deadline) {
+  using namespace detail;
+  const char* call = "spindle::this_fiber::sleep_until";
+  enter_wait(call);
+  const std::int64_t d = to_ns(deadline);
+  // Spurious wake-ups cannot happen (nothing else knows this fiber), but a
+  // manual clock set backwards could; loop until the deadline has passed.
+  while (now_ns() < d) {
+    if (leave_wait(park(d), d, call) == WakeReason::ready) continue;
+  }
+}
+
+std::string name() {
+  detail::Fiber* f = detail::current_fiber();
+  if (!f) throw std::logic_error("spindle::this_fiber::name called outside a fiber");
+  return detail::fiber_name(f);
+}
+
+std::uint64_t id() noexcept {
+  detail::Fiber* f = detail::current_fiber();
+  return f ? f->id : 0;
+}
+
+}  // namespace this_fiber
+
+// ---------------------------------------------------------- Timeout, Shield
+
+Timeout::Timeout(Duration d) : Timeout(spindle::now() + d) {}
+
+Timeout::Timeout(TimePoint deadline) {
+  using namespace detail;
+  Scheduler& s = require_scheduler("spindle::Timeout");
+  fiber_ = s.running();
+  rec_.deadline = to_ns(deadline);
+  rec_.outer_min = fiber_->scope_deadline;
+  rec_.outer = fiber_->scopes;
+  fiber_->scopes = &rec_;
+  fiber_->scope_deadline = std::min(rec_.outer_min, rec_.deadline);
+}
+
+Timeout::~Timeout() {
+  SPINDLE_ASSERT(fiber_->scopes == &rec_, "Timeout scopes closed out of order");
+  fiber_->scopes = rec_.outer;
+  fiber_->scope_deadline = rec_.outer_min;
+}
+
+TimePoint Timeout::deadline() const noexcept { return TimePoint(std::chrono::nanoseconds(rec_.deadline)); }
+
+Shield::Shield() {
+  fiber_ = detail::require_scheduler("spindle::Shield").running();
+  ++fiber_->shield_depth;
+  saved_scope_deadline_ = std::exchange(fiber_->scope_deadline, detail::kNoDeadline);
+}
+
+Shield::~Shield() {
+  --fiber_->shield_depth;
+  fiber_->scope_deadline = saved_scope_deadline_;
+}
+
+// ---------------------------------------------------------- fd waits
+
+namespace {
+void wait_io(int fd, bool write, const char* call) {
+  using namespace detail;
+  Fiber* f = enter_wait(call);
+  Scheduler* s = f->sched;
+  IoSlot& slot = s->slot_for(fd);
+  bool& edge = write ? slot.write_ready : slot.read_ready;
+  if (edge) {
+    edge = false;
+    return;
+  }
+  Fiber*& waiter = write ? slot.writer : slot.reader;
+  SPINDLE_ASSERT(waiter == nullptr, fmt::format("two fibers wait on fd={} in one direction", fd));
+  waiter = f;
+  WakeReason r = park(kNoDeadline);
+  // The slot may have been forgotten and reused meanwhile; only clear our own entry.
+  if (waiter == f) waiter = nullptr;
+  if (r == WakeReason::closed)
+    platform::throw_system_error(EBADF, fmt::format("{}(fd={}): fd was forgotten while waiting", call, fd));
+  leave_wait(r, kNoDeadline, call);
+}
+}  // namespace
+
+void wait_readable(int fd) { wait_io(fd, false, "spindle::wait_readable"); }
+void wait_writable(int fd) { wait_io(fd, true, "spindle::wait_writable"); }
+
+void forget_fd(int fd) noexcept {
+  if (auto* s = detail::Scheduler::current()) s->forget(fd);
+}
+
+}  // namespace spindle

@@ -1,0 +1,148 @@
+// Scheduler: one per thread, created by spindle::run.
+//
+// It owns the run queue (FIFO, intrusive through Fiber::next), the timer
+// heap, the poller, the fd slot table, the stack pool and the cross-thread
+// wake list. Fibers switch to each other directly: a fiber that parks or
+// yields picks the next runnable fiber and jumps straight to it. When
+// nothing is runnable, the parking fiber itself runs the idle step on its own
+// stack: poller.wait() with the time to the nearest timer. That idle step is
+// the only place the thread blocks.
+//
+// The thread's original context (the one that called run) is the "main"
+// fiber: it has no stack of its own to manage and parks like any other fiber
+// while the program runs.
+//
+// Fairness: every kPollInterval switches the scheduler also polls without
+// blocking (I/O, timers, cross-thread wakes), so fibers that yield in a loop
+// delay I/O and timers by at most that many switches (~10 us of switching).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include <spindle/detail/fiber.hpp>
+#include <spindle/run.hpp>
+
+#include "platform/poller.hpp"
+#include "runtime/io_slot.hpp"
+#include "runtime/stack.hpp"
+#include "runtime/timer.hpp"
+
+namespace spindle::detail {
+
+class Scheduler {
+ public:
+  static constexpr std::uint32_t kPollInterval = 1024;  // a power of two
+
+  explicit Scheduler(const RunOptions& options);
+  ~Scheduler();
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  static Scheduler* current() noexcept { return tls_current_; }
+  Fiber* running() const noexcept { return running_; }
+  Fiber* main_fiber() noexcept { return &main_; }
+
+  // --- fiber lifecycle ---
+  void start(Fiber* f, std::string name, std::size_t stack_size);
+  // Entered on a new fiber's stack by the context trampoline; never returns.
+  [[noreturn]] void fiber_main(Fiber* self) noexcept;
+  // Called on the context that took over from a dead fiber.
+  void reclaim(Fiber* dead) noexcept;
+  // run(): wait for the root, then cancel and wait for all the rest.
+  void finish_run(Fiber* root) noexcept;
+
+  // --- park / ready ---
+  WakeReason park(Fiber* f, std::int64_t deadline_ns) noexcept;
+  void ready(Fiber* f, WakeReason r) noexcept;
+  void yield(Fiber* f) noexcept;
+  void request_cancel(Fiber* f) noexcept;
+  // Any thread: ready `f` if it is still in the park numbered `seq`.
+  void post_remote(Fiber* f, std::uint32_t seq) noexcept;
+  void drain_remote() noexcept;
+
+  // --- fds ---
+  IoSlot& slot_for(int fd);
+  void forget(int fd) noexcept;
+
+  std::int64_t now() const noexcept;
+  std::size_t live_fibers() const noexcept { return live_; }
+  const StackPool& stacks() const noexcept { return stacks_; }
+
+ private:
+  friend void switch_context(Fiber* from, Fiber* to) noexcept;
+  friend void resumed(void* fctx, void* data) noexcept;
+
+  void push(Fiber* f) noexcept {
+    f->next = nullptr;
+    if (tail_)
+      tail_->next = f;
+    else
+      head_ = f;
+    tail_ = f;
+  }
+  Fiber* pop() noexcept {
+    Fiber* f = head_;
+    head_ = f->next;
+    if (!head_) tail_ = nullptr;
+    return f;
+  }
+  Fiber* next_runnable() noexcept;
+  void switch_to(Fiber* from, Fiber* to) noexcept;
+  void poll(bool may_block) noexcept;
+  void dispatch_io() noexcept;
+  void expire_timers() noexcept;
+
+  static thread_local Scheduler* tls_current_;
+
+  Fiber main_;
+  Fiber* running_ = &main_;
+  Fiber* head_ = nullptr;
+  Fiber* tail_ = nullptr;
+  std::uint32_t ticks_ = 0;
+
+  ManualClock* clock_;
+  std::size_t default_stack_;
+  std::uint64_t next_id_ = 0;
+  std::size_t live_ = 0;
+  Fiber* all_head_ = nullptr;
+  bool main_waits_for_exit_ = false;
+  EhState* eh_globals_;
+
+  TimerHeap timers_;
+  StackPool stacks_;
+  platform::Poller poller_;
+  ReadyList events_;
+  std::size_t watched_fds_ = 0;
+  static constexpr std::size_t kSlotChunk = 1024;
+  std::vector<std::unique_ptr<IoSlot[]>> slots_;
+
+  // Cross-thread wakes; remote_mu_ guards remote_.
+  struct RemoteWake {
+    Fiber* fiber;
+    std::uint32_t seq;
+  };
+  std::mutex remote_mu_;
+  std::vector<RemoteWake> remote_;
+  std::vector<RemoteWake> remote_spare_;
+  std::atomic<bool> remote_pending_{false};
+
+  // sigaltstack owned for the overflow handler, if this thread had none.
+  void* altstack_ = nullptr;
+};
+
+// runtime/context.cpp: the only code that switches stacks.
+void init_context(Fiber* f) noexcept;
+void switch_context(Fiber* from, Fiber* to) noexcept;
+EhState* thread_eh_globals() noexcept;
+
+// runtime/overflow.cpp
+void install_overflow_handler();
+void* install_thread_altstack();
+void remove_thread_altstack(void* altstack) noexcept;
+
+}  // namespace spindle::detail

@@ -1,0 +1,13 @@
+// The umbrella header: everything a spindle program uses.
+#pragma once
+
+#include <spindle/clock.hpp>
+#include <spindle/error.hpp>
+#include <spindle/future.hpp>
+#include <spindle/gather.hpp>
+#include <spindle/io.hpp>
+#include <spindle/run.hpp>
+#include <spindle/task.hpp>
+#include <spindle/task_group.hpp>
+#include <spindle/this_fiber.hpp>
+#include <spindle/timeout.hpp>
