@@ -22,6 +22,8 @@
 //   stacks themselves (VALGRIND_STACK_REGISTER, in runtime/stack.cpp).
 #include <cxxabi.h>
 
+#include <cstring>
+
 #include <boost/context/detail/fcontext.hpp>
 
 #include <spindle/detail/assert.hpp>
@@ -37,13 +39,15 @@ namespace spindle::detail {
 namespace bctx = boost::context::detail;
 
 EhState* thread_eh_globals() noexcept {
-  static_assert(sizeof(EhState) >= sizeof(void*) + sizeof(unsigned int));
+  // libstdc++'s __cxa_eh_globals is {__cxa_exception* caughtExceptions;
+  // unsigned int uncaughtExceptions;}, padded to 16 bytes on LP64.
+  static_assert(sizeof(EhState) == 16);
   return reinterpret_cast<EhState*>(abi::__cxa_get_globals());
 }
 
 // Runs on the context that was just resumed; `data` is the fiber it took
 // over from, `fctx` where that fiber stopped.
-void resumed(void* fctx, void* data) noexcept {
+[[gnu::always_inline]] inline void resumed(void* fctx, void* data) noexcept {
   Fiber* prev = static_cast<Fiber*>(data);
   Scheduler* s = prev->sched;
 #if defined(SPINDLE_ASAN)
@@ -75,9 +79,10 @@ void init_context(Fiber* f) noexcept {
 }
 
 void switch_context(Fiber* from, Fiber* to) noexcept {
+  // Copied as 16-byte blocks (pointer, count, padding): two SSE moves a side.
   EhState* g = from->sched->eh_globals_;
-  from->eh = *g;
-  *g = to->eh;
+  std::memcpy(&from->eh, g, sizeof(EhState));
+  std::memcpy(g, &to->eh, sizeof(EhState));
 #if defined(SPINDLE_ASAN)
   // A dead fiber passes nullptr so ASan frees its fake stack.
   __sanitizer_start_switch_fiber(from->state == FiberState::done ? nullptr : &from->asan_fake_stack,

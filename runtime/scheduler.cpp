@@ -149,7 +149,7 @@ void Scheduler::finish_run(Fiber* root) noexcept {
 
 // ----------------------------------------------------------- park / ready
 
-void Scheduler::switch_to(Fiber* from, Fiber* to) noexcept {
+[[gnu::always_inline]] inline void Scheduler::switch_to(Fiber* from, Fiber* to) noexcept {
   running_ = to;
   to->state = FiberState::running;
   switch_context(from, to);
@@ -187,12 +187,21 @@ void Scheduler::ready(Fiber* f, WakeReason r) noexcept {
   push(f);
 }
 
-void Scheduler::yield(Fiber* f) noexcept {
-  if ((++ticks_ & (kPollInterval - 1)) == 0) poll(false);
-  if (!head_) return;
-  Fiber* next = pop();
+[[gnu::always_inline]] inline void Scheduler::yield(Fiber* f) noexcept {
+  if ((++ticks_ & (kPollInterval - 1)) == 0) [[unlikely]]
+    poll(false);
+  Fiber* next = head_;
+  if (!next) return;
   f->state = FiberState::runnable;
-  push(f);
+  f->next = nullptr;
+  if (next == tail_) {
+    // One other fiber: the common ping-pong, without the general queue walk.
+    head_ = tail_ = f;
+  } else {
+    head_ = next->next;
+    tail_->next = f;
+    tail_ = f;
+  }
   switch_to(f, next);
 }
 
@@ -234,8 +243,10 @@ void Scheduler::poll(bool may_block) noexcept {
       timeout = std::nullopt;
     } else if (!clock_) {
       timeout = Nanos(std::max<std::int64_t>(0, timers_.next_deadline() - now()));
-    } else if (!clock_->auto_advance()) {
-      timeout = std::nullopt;  // only I/O or another thread can move things now
+    } else if (!clock_->auto_advance() && timers_.next_deadline() > now()) {
+      // Only I/O or another thread can move things now. A timer that
+      // advance() already made due is expired below without blocking.
+      timeout = std::nullopt;
     }
   }
   const bool must_poll = timeout != Nanos(0) || watched_fds_ > 0 || remote_pending_.load(std::memory_order_acquire);

@@ -72,9 +72,9 @@ class Future {
   // Parks until set; returns the value or rethrows. The future is then
   // empty (valid() == false), as with std::future.
   T get() {
-    auto s = state("spindle::Future::get");
-    s->wait_until(detail::kNoDeadline, "spindle::Future::get");
-    s_.reset();
+    state("spindle::Future::get")->wait_until(detail::kNoDeadline, "spindle::Future::get");
+    // Keep the state alive past emptying the future: the promise may be gone.
+    std::shared_ptr<detail::FutureState<T>> s = std::move(s_);
     std::lock_guard lock(s->mu);
     if (s->error) std::rethrow_exception(s->error);
     if constexpr (!std::is_void_v<T>) return std::move(*s->value);
