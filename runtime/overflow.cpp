@@ -85,15 +85,28 @@ void on_segv(int sig, siginfo_t* info, void* uctx) {
 
 }  // namespace
 
+// The first scheduler installs the handler over whatever was there. Later
+// ones install it again only if SIGSEGV went back to the default action: a
+// handler installed after ours (a test framework, a crash reporter) may
+// restore the disposition it found, not ours, when it is done, and every
+// later overflow would then be a bare segfault. A foreign handler still in
+// place is left alone: it may chain to ours, and chaining back to it would
+// loop.
 void install_overflow_handler() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    struct sigaction sa {};
-    sa.sa_sigaction = &on_segv;
-    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
-    sigemptyset(&sa.sa_mask);
-    if (::sigaction(SIGSEGV, &sa, &g_previous) != 0) platform::throw_system_error(errno, "sigaction(SIGSEGV)");
-  });
+  static std::mutex mu;
+  static bool installed = false;
+  std::lock_guard lock(mu);
+  if (installed) {
+    struct sigaction current {};
+    if (::sigaction(SIGSEGV, nullptr, &current) != 0) platform::throw_system_error(errno, "sigaction(SIGSEGV)");
+    if ((current.sa_flags & SA_SIGINFO) || current.sa_handler != SIG_DFL) return;
+  }
+  struct sigaction sa {};
+  sa.sa_sigaction = &on_segv;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  sigemptyset(&sa.sa_mask);
+  if (::sigaction(SIGSEGV, &sa, &g_previous) != 0) platform::throw_system_error(errno, "sigaction(SIGSEGV)");
+  installed = true;
 }
 
 void* install_thread_altstack() {

@@ -24,17 +24,18 @@ namespace {
 
 std::int64_t steady_ns() noexcept { return to_ns(Clock::now()); }
 
-std::string fiber_name(const Fiber* f) {
-  return f->name.empty() ? fmt::format("fiber-{}", f->id) : f->name;
-}
 
 // True when nothing may interrupt the running fiber's waits: it is unwinding
 // (a destructor that parks must be able to finish), or shielded.
 bool unwinding() noexcept { return std::uncaught_exceptions() > 0; }
 
 [[noreturn]] void throw_timeout(Fiber* f, std::int64_t now, const char* call) {
-  for (TimeoutScopeRec* r = f->scopes; r; r = r->outer)
+  for (TimeoutScopeRec* r = f->scopes; r; r = r->outer) {
     if (r->deadline <= now) r->expired = true;
+    // Scopes further out are hidden by a Shield (or never expire): their
+    // deadline did not make this call throw.
+    if (r->outer_min == kNoDeadline) break;
+  }
   throw TimeoutError(fmt::format("{}: Timeout expired", call));
 }
 
@@ -59,6 +60,12 @@ Scheduler& require_scheduler(const char* call) {
 
 }  // namespace
 
+// Unnamed fibers are named on demand: formatting a name at every spawn
+// would cost more than the rest of spawn.
+std::string fiber_name(const Fiber* f) {
+  return f->name.empty() ? fmt::format("fiber-{}", f->id) : f->name;
+}
+
 // ---------------------------------------------------------------- lifecycle
 
 Scheduler::Scheduler(const RunOptions& options)
@@ -82,13 +89,13 @@ Scheduler::~Scheduler() {
   remove_thread_altstack(altstack_);
 }
 
-void Scheduler::start(Fiber* f, std::string name, std::size_t stack_size) {
+void Scheduler::start(Fiber* f, std::string&& name, std::size_t stack_size) {
   Stack st = stacks_.acquire(stack_size ? stack_size : default_stack_);
   f->stack_base = st.base;
   f->stack_size = st.size;
   f->sched = this;
   f->id = ++next_id_;
-  f->name = std::move(name);
+  if (!name.empty()) f->name = std::move(name);
   f->refs = 2;  // the caller's handle and the running fiber
   f->state = FiberState::runnable;
   init_context(f);
@@ -109,7 +116,12 @@ void Scheduler::fiber_main(Fiber* self) noexcept {
     all_head_ = self->all_next;
   if (self->all_next) self->all_next->all_prev = self->all_prev;
   --live_;
-  while (WaitNode* n = self->joiners.pop_front()) ready(n->fiber, WakeReason::ready);
+  // The stamp lets gather() tell which of several failures came first.
+  const std::uint64_t seq = ++finish_seq_;
+  while (WaitNode* n = self->joiners.pop_front()) {
+    n->value = seq;
+    ready(n->fiber, WakeReason::ready);
+  }
   if (self->group) {
     GroupCore& g = *self->group;
     --g.running;
@@ -191,7 +203,14 @@ void Scheduler::ready(Fiber* f, WakeReason r) noexcept {
   if ((++ticks_ & (kPollInterval - 1)) == 0) [[unlikely]]
     poll(false);
   Fiber* next = head_;
-  if (!next) return;
+  if (!next) [[unlikely]] {
+    // Alone: a timer may have fallen due (a manual clock just moved); its
+    // fiber runs now, as clock.hpp promises, not kPollInterval yields later.
+    if (timers_.empty()) return;
+    expire_timers();
+    next = head_;
+    if (!next) return;
+  }
   f->state = FiberState::runnable;
   f->next = nullptr;
   if (next == tail_) {
@@ -375,7 +394,7 @@ void release_fiber(Fiber* f) noexcept {
   if (--f->refs == 0) f->destroy(f);
 }
 
-void start_fiber(Fiber* f, std::string name, std::size_t stack_size) {
+void start_fiber(Fiber* f, std::string&& name, std::size_t stack_size) {
   require_scheduler("spindle::spawn").start(f, std::move(name), stack_size);
 }
 
@@ -437,19 +456,27 @@ void gather_wait(Fiber* const* fibers, std::size_t n, bool settled, const char* 
   };
   for (std::size_t i = 0; i < n; ++i)
     if (!fibers[i]) throw std::system_error(make_error_code(errc::no_state), call);
-  // Rethrows the first failure found, after cancelling and waiting for the
-  // rest. A real error is preferred to a Cancelled that it may have caused.
+  // When each fiber finished, as stamped by fiber_main on our join node; 0
+  // for those already done when gather started (taken in argument order).
+  std::vector<std::uintptr_t> finished_at(n, 0);
+  // Rethrows the first failure (in time), after cancelling and waiting for
+  // the rest. A real error is preferred to a Cancelled that it may have caused.
   auto fail_fast = [&] {
     if (settled) return;
-    Fiber* bad = nullptr;
+    std::size_t bad = n;
     for (std::size_t i = 0; i < n; ++i) {
       Fiber* c = fibers[i];
       if (c->state != FiberState::done || !c->error) continue;
-      if (!bad || (bad->cancelled_exit && !c->cancelled_exit)) bad = c;
+      if (bad == n) {
+        bad = i;
+        continue;
+      }
+      const bool real = !c->cancelled_exit, bad_real = !fibers[bad]->cancelled_exit;
+      if ((real && !bad_real) || (real == bad_real && finished_at[i] < finished_at[bad])) bad = i;
     }
-    if (!bad) return;
+    if (bad == n) return;
     cancel_all_and_wait();
-    std::rethrow_exception(bad->error);
+    std::rethrow_exception(fibers[bad]->error);
   };
   if (all_done()) return fail_fast();
   Fiber* f = nullptr;
@@ -467,7 +494,10 @@ void gather_wait(Fiber* const* fibers, std::size_t n, bool settled, const char* 
       if (fibers[i]->state != FiberState::done) fibers[i]->joiners.push_back(nodes[i]);
     }
     WakeReason r = park(kNoDeadline);
-    for (std::size_t i = 0; i < n; ++i) fibers[i]->joiners.remove(nodes[i]);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (nodes[i].value != 0) finished_at[i] = nodes[i].value;  // it finished meanwhile
+      fibers[i]->joiners.remove(nodes[i]);
+    }
     try {
       leave_wait(r, kNoDeadline, call);
     } catch (...) {
@@ -592,8 +622,14 @@ void yield() {
 void sleep_until(TimePoint deadline) {
   using namespace detail;
   const char* call = "spindle::this_fiber::sleep_until";
-  enter_wait(call);
+  Fiber* f = enter_wait(call);
   const std::int64_t d = to_ns(deadline);
+  // A deadline already passed is still a scheduling point, like sleep_for(0):
+  // a loop that has fallen behind its schedule must not starve the others.
+  if (now_ns() >= d) {
+    f->sched->yield(f);
+    return;
+  }
   // Spurious wake-ups cannot happen (nothing else knows this fiber), but a
   // manual clock set backwards could; loop until the deadline has passed.
   while (now_ns() < d) {
@@ -662,7 +698,11 @@ void wait_io(int fd, bool write, const char* call) {
     return;
   }
   Fiber*& waiter = write ? slot.writer : slot.reader;
-  SPINDLE_ASSERT(waiter == nullptr, fmt::format("two fibers wait on fd={} in one direction", fd));
+  // A waiter that a cancellation or a Timeout readied, but that has not run
+  // yet, still sits in the slot: it no longer waits (and on resuming clears
+  // only its own entry), so another fiber may take the fd over.
+  SPINDLE_ASSERT(waiter == nullptr || waiter->state != FiberState::parked,
+                 fmt::format("two fibers wait on fd={} in one direction", fd));
   waiter = f;
   WakeReason r = park(kNoDeadline);
   // The slot may have been forgotten and reused meanwhile; only clear our own entry.

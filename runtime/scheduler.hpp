@@ -48,7 +48,7 @@ class Scheduler {
   Fiber* main_fiber() noexcept { return &main_; }
 
   // --- fiber lifecycle ---
-  void start(Fiber* f, std::string name, std::size_t stack_size);
+  void start(Fiber* f, std::string&& name, std::size_t stack_size);
   // Entered on a new fiber's stack by the context trampoline; never returns.
   [[noreturn]] void fiber_main(Fiber* self) noexcept;
   // Called on the context that took over from a dead fiber.
@@ -108,6 +108,7 @@ class Scheduler {
   ManualClock* clock_;
   std::size_t default_stack_;
   std::uint64_t next_id_ = 0;
+  std::uint64_t finish_seq_ = 0;  // stamps joiners' nodes in order of completion
   std::size_t live_ = 0;
   Fiber* all_head_ = nullptr;
   bool main_waits_for_exit_ = false;

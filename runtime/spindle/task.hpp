@@ -94,7 +94,8 @@ struct TaskImpl final : TaskState<T> {
 // Gives the record a stack, an id and a place in the run queue; the caller
 // holds one reference, the running fiber another. Throws std::logic_error
 // outside run() and std::system_error when no stack can be mapped.
-void start_fiber(Fiber* f, std::string name, std::size_t stack_size);
+void start_fiber(Fiber* f, std::string&& name, std::size_t stack_size);
+std::string fiber_name(const Fiber* f);
 
 // Parks until `target` is done or the deadline passes (false). Honours
 // cancellation and Timeout scopes; `call` names the public call in errors.
@@ -109,7 +110,8 @@ class TaskBase {
   bool done() const noexcept { return s_ && s_->state == FiberState::done; }
   // True when the fiber ended because it was cancelled.
   bool cancelled() const noexcept { return done() && s_->cancelled_exit; }
-  std::string_view name() const noexcept { return s_ ? std::string_view(s_->name) : std::string_view{}; }
+  // The name given at spawn, or "fiber-<id>"; empty for an empty handle.
+  std::string name() const { return s_ ? fiber_name(s_) : std::string{}; }
   std::uint64_t id() const noexcept { return s_ ? s_->id : 0; }
 
   // Asks the fiber to stop: Cancelled is thrown at its next suspension point

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <exception>
 #include <limits>
+#include <new>
 #include <string>
 
 #include <spindle/clock.hpp>
@@ -92,6 +93,16 @@ struct Fiber {
   std::uint32_t refs = 0;  // Task handles + 1 while the fiber is alive
   void (*body)(Fiber*) noexcept = nullptr;     // runs the function, stores the outcome
   void (*destroy)(Fiber*) noexcept = nullptr;  // deletes the most-derived object
+
+  // Fiber records (with their task's result and function) come from a
+  // per-thread free list of 64-byte size classes, not from malloc each time:
+  // spawn+join is a hot path (runtime/fiber_pool.cpp).
+  static void* operator new(std::size_t size);
+  static void operator delete(void* p, std::size_t size) noexcept;
+  static void* operator new(std::size_t size, std::align_val_t align) { return ::operator new(size, align); }
+  static void operator delete(void* p, std::size_t size, std::align_val_t align) noexcept {
+    ::operator delete(p, size, align);
+  }
 };
 
 // ---- the wait API (runtime/scheduler.cpp) ----
