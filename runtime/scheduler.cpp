@@ -73,7 +73,7 @@ Scheduler::Scheduler(const RunOptions& options)
       default_stack_(options.default_stack_size ? options.default_stack_size : kDefaultStackSize),
       eh_globals_(thread_eh_globals()) {
   main_.sched = this;
-  main_.state = FiberState::running;
+  main_.state = FiberState::runnable;
   main_.name = "spindle::run";
   main_.refs = 1;
   // The thread's own context never takes cancellation or Timeouts.
@@ -151,6 +151,7 @@ void Scheduler::finish_run(Fiber* root) noexcept {
   wait_done_shielded(root);
   // Like asyncio.run: whatever is still alive is cancelled and awaited. A
   // fiber that swallows Cancelled is cancelled again each round.
+  stacks_.set_trimming(false);
   while (live_ > 0) {
     for (Fiber* f = all_head_; f; f = f->all_next) request_cancel(f);
     main_waits_for_exit_ = true;
@@ -163,7 +164,6 @@ void Scheduler::finish_run(Fiber* root) noexcept {
 
 [[gnu::always_inline]] inline void Scheduler::switch_to(Fiber* from, Fiber* to) noexcept {
   running_ = to;
-  to->state = FiberState::running;
   switch_context(from, to);
 }
 
@@ -183,10 +183,7 @@ WakeReason Scheduler::park(Fiber* f, std::int64_t deadline) noexcept {
   f->wake_reason = WakeReason::ready;
   if (effective != kNoDeadline) timers_.add(f, effective);
   Fiber* next = next_runnable();
-  if (next != f)
-    switch_to(f, next);
-  else
-    f->state = FiberState::running;
+  if (next != f) switch_to(f, next);
   ++f->park_seq;
   return f->wake_reason;
 }
@@ -211,7 +208,6 @@ void Scheduler::ready(Fiber* f, WakeReason r) noexcept {
     next = head_;
     if (!next) return;
   }
-  f->state = FiberState::runnable;
   f->next = nullptr;
   if (next == tail_) {
     // One other fiber: the common ping-pong, without the general queue walk.
@@ -652,7 +648,7 @@ std::uint64_t id() noexcept {
 
 // ---------------------------------------------------------- Timeout, Shield
 
-Timeout::Timeout(Duration d) : Timeout(spindle::now() + d) {}
+Timeout::Timeout(Duration d) : Timeout(detail::deadline_after(spindle::now(), d)) {}
 
 Timeout::Timeout(TimePoint deadline) {
   using namespace detail;

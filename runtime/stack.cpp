@@ -60,7 +60,7 @@ Stack StackPool::acquire(std::size_t size) {
 void StackPool::release(Stack s) noexcept {
   for (auto& c : classes_) {
     if (c.size != s.size) continue;
-    if (c.free.size() >= kWarmStacks) ::madvise(s.base, s.size, MADV_DONTNEED);
+    if (trimming_ && c.free.size() >= kWarmStacks) ::madvise(s.base, s.size, MADV_DONTNEED);
     c.free.push_back(s.base);
     return;
   }

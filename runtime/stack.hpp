@@ -48,6 +48,10 @@ class StackPool {
   void release(Stack s) noexcept;
 
   std::size_t page_size() const noexcept { return page_; }
+  // While false, released stacks stay resident whatever their number: set
+  // when the scheduler is shutting down, since the slabs are about to be
+  // unmapped whole and a madvise per stack would only slow that down.
+  void set_trimming(bool on) noexcept { trimming_ = on; }
   // How guards are installed: "madvise", "mprotect".
   const char* guard_kind() const noexcept { return madvise_guards_ ? "madvise" : "mprotect"; }
 
@@ -68,6 +72,7 @@ class StackPool {
 
   std::size_t page_;
   bool madvise_guards_ = true;
+  bool trimming_ = true;
   std::vector<SizeClass> classes_;
   std::vector<Slab> slabs_;
 };

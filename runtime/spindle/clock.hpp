@@ -42,4 +42,23 @@ class ManualClock {
 // The current scheduler's notion of now (the real clock outside run()).
 TimePoint now() noexcept;
 
+namespace detail {
+// from + d, saturating: a duration the clock cannot represent from `from` on
+// (hours::max() meaning "forever") gives TimePoint::max(), which every wait
+// reads as no deadline, instead of overflowing into the past; a hugely
+// negative one gives TimePoint::min(). Rounds up, so waits are never early.
+template <class Rep, class Period>
+TimePoint deadline_after(TimePoint from, std::chrono::duration<Rep, Period> d) noexcept {
+  using Seconds = std::chrono::duration<double>;
+  // Below the int64 nanosecond range (~9.22e9 s) by a margin far larger than
+  // the rounding of a double at that magnitude.
+  constexpr double kLimit = 9.2e9;
+  const double span = std::chrono::duration_cast<Seconds>(d).count();
+  const double total = std::chrono::duration_cast<Seconds>(from.time_since_epoch()).count() + span;
+  if (total >= kLimit || span >= kLimit) return TimePoint::max();
+  if (total <= -kLimit || span <= -kLimit) return TimePoint::min();
+  return from + std::chrono::ceil<Duration>(d);
+}
+}  // namespace detail
+
 }  // namespace spindle

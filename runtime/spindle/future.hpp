@@ -66,7 +66,7 @@ class Future {
   }
   template <class Rep, class Period>
   bool wait_for(std::chrono::duration<Rep, Period> d) const {
-    return wait_until(spindle::now() + std::chrono::ceil<Duration>(d));
+    return wait_until(detail::deadline_after(spindle::now(), d));
   }
 
   // Parks until set; returns the value or rethrows. The future is then

@@ -1,12 +1,18 @@
 // The umbrella header: everything a spindle program uses.
 #pragma once
 
+#include <spindle/barrier.hpp>
 #include <spindle/clock.hpp>
+#include <spindle/condition.hpp>
 #include <spindle/error.hpp>
+#include <spindle/event.hpp>
 #include <spindle/future.hpp>
 #include <spindle/gather.hpp>
 #include <spindle/io.hpp>
+#include <spindle/lock.hpp>
+#include <spindle/queue.hpp>
 #include <spindle/run.hpp>
+#include <spindle/semaphore.hpp>
 #include <spindle/task.hpp>
 #include <spindle/task_group.hpp>
 #include <spindle/this_fiber.hpp>

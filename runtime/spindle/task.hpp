@@ -131,7 +131,7 @@ class TaskBase {
   }
   template <class Rep, class Period>
   bool wait_for(std::chrono::duration<Rep, Period> d) const {
-    return wait_until(spindle::now() + std::chrono::duration_cast<Duration>(d));
+    return wait_until(deadline_after(spindle::now(), d));
   }
 
   // Parks until the fiber is done; returns its result or rethrows its

@@ -25,7 +25,7 @@ void sleep_for(std::chrono::duration<Rep, Period> d) {
     yield();  // like asyncio.sleep(0): a scheduling point, not a timer
     return;
   }
-  sleep_until(spindle::now() + std::chrono::ceil<Duration>(d));
+  sleep_until(detail::deadline_after(spindle::now(), d));
 }
 
 // The name given at spawn, or "fiber-<id>".

@@ -23,7 +23,7 @@ class Timeout {
   explicit Timeout(TimePoint deadline);
   template <class Rep, class Period>
   explicit Timeout(std::chrono::duration<Rep, Period> d)
-      : Timeout(std::chrono::ceil<Duration>(d)) {}
+      : Timeout(detail::deadline_after(spindle::now(), d)) {}
   ~Timeout();
   Timeout(const Timeout&) = delete;
   Timeout& operator=(const Timeout&) = delete;

@@ -5,9 +5,13 @@
 //
 // Fiber state machine (owned by the fiber's scheduler thread):
 //
-//   runnable --resume--> running --park--> parked --ready--> runnable
-//                          |  \--yield--> runnable
-//                          \--body returns or throws--> done
+//   runnable --park--> parked --ready--> runnable
+//      |  \--yield: stays runnable, goes to the back of the run queue
+//      \--body returns or throws--> done
+//
+// "runnable" covers both queued and running (the scheduler knows which one
+// runs): only parked and done change what ready(), cancel and join do, and
+// the switch path saves a store per side by not tracking the difference.
 //
 // A parked fiber may hold a timer (its deadline) and be registered with one
 // wait source (a WaitList, an IoSlot, a join). The first of them to fire
@@ -32,7 +36,7 @@ class Scheduler;
 struct GroupCore;
 
 enum class WakeReason : std::uint8_t { ready, timed_out, cancelled, closed };
-enum class FiberState : std::uint8_t { runnable, running, parked, done };
+enum class FiberState : std::uint8_t { runnable, parked, done };
 
 inline constexpr std::int64_t kNoDeadline = std::numeric_limits<std::int64_t>::max();
 inline constexpr std::uint32_t kNotInHeap = std::numeric_limits<std::uint32_t>::max();
@@ -70,6 +74,7 @@ struct Fiber {
   bool cancelled_exit = false;    // the body ended by Cancelled
   bool interruptible = false;     // set at park: may cancel/timeouts end this park
   bool detached = false;
+  bool fresh = false;  // never resumed yet: entered once by jump_fcontext
   std::uint16_t shield_depth = 0;
   std::uint32_t park_seq = 0;  // bumped on every resume from park; see WaitNode
   std::uint32_t timer_index = kNotInHeap;
