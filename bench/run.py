@@ -35,6 +35,7 @@ KNOWN = {
                "switch_threads", "switch_go"],
     "spawn": ["spawn_spindle", "spawn_boost_fiber", "spawn_threads", "spawn_go"],
     "memory": ["memory_spindle", "memory_boost_fiber", "memory_go"],
+    "sync": ["sync_spindle", "sync_boost_fiber"],
 }
 GO_BINARIES = [b for bins in KNOWN.values() for b in bins if b.endswith("_go")]
 
@@ -55,6 +56,7 @@ METRICS = {
     "memory": "resident memory per parked fiber",
     "switch_callgrind": "instructions per switch",
     "spawn_callgrind": "instructions per spawn+join",
+    "sync": "time per operation of a synchronization primitive",
 }
 
 # Ratio column: each result against this reference in the same section.
@@ -244,6 +246,10 @@ def reference_for(r: Result, by_key: dict[tuple[str, str], Result]) -> Result | 
         # Memory: against spindle's default at the same fiber count.
         count = r.implementation.rsplit("_", 1)[-1]
         return by_key.get(("memory", f"spindle_{count}"))
+    if r.scenario == "sync":
+        # Sync: each case against spindle's figure for the same case.
+        case = r.implementation.removeprefix("spindle_").removeprefix("boost_fiber_")
+        return by_key.get(("sync", f"spindle_{case}"))
     ref = REFERENCE.get(r.scenario)
     return by_key.get((r.scenario, ref)) if ref else None
 
@@ -346,6 +352,16 @@ def check_targets(run: Run) -> list[str]:
             check(f"<= 2.7 KiB per parked fiber at {label}, small stack (16 KiB)", small,
                   small <= 2.7, f"{small:.2f} KiB")
             break
+    sync = {name.removeprefix("spindle_"): value for (section, name), value in by_key.items()
+            if section == "sync" and name.startswith("spindle_")}
+    for case, mine in sync.items():
+        peer = by_key.get(("sync", f"boost_fiber_{case}"))
+        if peer is not None and mine > 0:
+            check(f"sync {case} >= 3x faster than boost_fiber (issue 3)", peer, peer / mine >= 3,
+                  f"{peer / mine:.1f}x faster")
+    lock = sync.get("lock_uncontended")
+    if lock is not None:
+        check("uncontended lock+unlock <= 5 ns (issue 3)", lock, lock <= 5, f"{lock:.2f} ns")
     return lines
 
 

@@ -45,6 +45,9 @@
 #if defined(SPINDLE_ASAN)
 #include <sanitizer/common_interface_defs.h>
 #endif
+#if defined(SPINDLE_TSAN)
+#include <sanitizer/tsan_interface.h>
+#endif
 
 namespace spindle::detail {
 
@@ -73,7 +76,13 @@ EhState* thread_eh_globals() noexcept {
   }
 #endif
   prev->ctx = fctx;
-  if (prev->state == FiberState::done) s->reclaim(prev);
+  if (prev->state == FiberState::done) {
+#if defined(SPINDLE_TSAN)
+    __tsan_destroy_fiber(prev->tsan_fiber);
+    prev->tsan_fiber = nullptr;
+#endif
+    s->reclaim(prev);
+  }
 }
 
 namespace {
@@ -83,9 +92,10 @@ bctx::transfer_t on_resume(bctx::transfer_t t) noexcept {
 }
 
 [[noreturn]] void trampoline(bctx::transfer_t t) noexcept {
-  Fiber* prev = static_cast<Fiber*>(t.data);
+  // Read before resumed(): it may reclaim the fiber we took over from, and
+  // a detached one is freed right there.
+  Scheduler* s = static_cast<Fiber*>(t.data)->sched;
   resumed(t.fctx, t.data);
-  Scheduler* s = prev->sched;
   s->fiber_main(s->running());
 }
 }  // namespace
@@ -94,6 +104,9 @@ void init_context(Fiber* f) noexcept {
   void* top = static_cast<char*>(f->stack_base) + f->stack_size;
   f->ctx = bctx::make_fcontext(top, f->stack_size, &trampoline);
   f->fresh = true;
+#if defined(SPINDLE_TSAN)
+  f->tsan_fiber = __tsan_create_fiber(0);
+#endif
 }
 
 void switch_context(Fiber* from, Fiber* to) noexcept {
@@ -105,6 +118,11 @@ void switch_context(Fiber* from, Fiber* to) noexcept {
   // A dead fiber passes nullptr so ASan frees its fake stack.
   __sanitizer_start_switch_fiber(from->state == FiberState::done ? nullptr : &from->asan_fake_stack,
                                  to->stack_base, to->stack_size);
+#endif
+#if defined(SPINDLE_TSAN)
+  // The thread's own context is known to TSan already; learn it on first leave.
+  if (!from->tsan_fiber) from->tsan_fiber = __tsan_get_current_fiber();
+  __tsan_switch_to_fiber(to->tsan_fiber, 0);
 #endif
   if (__builtin_expect(to->fresh, false)) {
     to->fresh = false;

@@ -54,8 +54,8 @@ void on_segv(int sig, siginfo_t* info, void* uctx) {
   if (f && f != s->main_fiber() && f->stack_base) {
     auto addr = reinterpret_cast<std::uintptr_t>(info->si_addr);
     auto base = reinterpret_cast<std::uintptr_t>(f->stack_base);
-    auto page = static_cast<std::uintptr_t>(s->stacks().page_size());
-    if (addr < base && addr >= base - page) {
+    auto guard = static_cast<std::uintptr_t>(s->stacks().guard_size());
+    if (addr < base && addr >= base - guard) {
       put("spindle: stack overflow in fiber '");
       if (f->name.empty()) {
         put("fiber-");

@@ -25,9 +25,21 @@ namespace {
 std::int64_t steady_ns() noexcept { return to_ns(Clock::now()); }
 
 
-// True when nothing may interrupt the running fiber's waits: it is unwinding
-// (a destructor that parks must be able to finish), or shielded.
-bool unwinding() noexcept { return std::uncaught_exceptions() > 0; }
+// While a fiber unwinds (std::uncaught_exceptions() > 0), cancellation is
+// deferred and only Timeout scopes opened by the destructor that runs can
+// interrupt it: a destructor that parks must be able to finish.
+//
+// The earliest deadline among the Timeout scopes in force at unwinding depth
+// `depth` (the innermost scopes opened at that depth, up to a Shield).
+std::int64_t scope_deadline_at(const Fiber* f, int depth) noexcept {
+  if (depth == 0) return f->scope_deadline;
+  std::int64_t d = kNoDeadline;
+  for (const TimeoutScopeRec* r = f->scopes; r && r->uncaught == depth; r = r->outer) {
+    d = std::min(d, r->deadline);
+    if (r->outer_min == kNoDeadline) break;
+  }
+  return d;
+}
 
 [[noreturn]] void throw_timeout(Fiber* f, std::int64_t now, const char* call) {
   for (TimeoutScopeRec* r = f->scopes; r; r = r->outer) {
@@ -41,14 +53,15 @@ bool unwinding() noexcept { return std::uncaught_exceptions() > 0; }
 
 // Throws what is due for the running fiber before it parks.
 void check_interrupt(Scheduler* s, Fiber* f, const char* call) {
-  if (unwinding()) return;
-  if (f->cancel_requested && f->shield_depth == 0) {
+  const int depth = std::uncaught_exceptions();
+  if (depth == 0 && f->cancel_requested && f->shield_depth == 0) {
     f->cancel_requested = false;
     throw Cancelled{};
   }
-  if (f->scope_deadline != kNoDeadline) {
+  const std::int64_t deadline = scope_deadline_at(f, depth);
+  if (deadline != kNoDeadline) {
     std::int64_t now = s->now();
-    if (now >= f->scope_deadline) throw_timeout(f, now, call);
+    if (now >= deadline) throw_timeout(f, now, call);
   }
 }
 
@@ -175,10 +188,10 @@ Fiber* Scheduler::next_runnable() noexcept {
 
 WakeReason Scheduler::park(Fiber* f, std::int64_t deadline) noexcept {
   SPINDLE_ASSERT(f == running_, "park() of a fiber that is not running");
-  const bool unwind = unwinding();
-  f->interruptible = !unwind && f->shield_depth == 0;
+  const int depth = std::uncaught_exceptions();
+  f->interruptible = depth == 0 && f->shield_depth == 0;
   if (f->interruptible && f->cancel_requested) return WakeReason::cancelled;
-  std::int64_t effective = unwind ? deadline : std::min(deadline, f->scope_deadline);
+  std::int64_t effective = std::min(deadline, scope_deadline_at(f, depth));
   f->state = FiberState::parked;
   f->wake_reason = WakeReason::ready;
   if (effective != kNoDeadline) timers_.add(f, effective);
@@ -282,14 +295,16 @@ void Scheduler::dispatch_io() noexcept {
   for (const ReadyEvent& ev : events_) {
     if (!event_is_current(ev)) continue;  // the fd was forgotten or reused
     IoSlot* s = ev.slot;
+    // A waiter already readied by its timer or a cancel has not run yet
+    // to withdraw; keep the edge for whoever waits next instead of losing it.
     if (ev.readable || ev.hangup) {
-      if (s->reader)
+      if (s->reader && s->reader->state == FiberState::parked)
         ready(std::exchange(s->reader, nullptr), WakeReason::ready);
       else
         s->read_ready = true;
     }
     if (ev.writable || ev.hangup) {
-      if (s->writer)
+      if (s->writer && s->writer->state == FiberState::parked)
         ready(std::exchange(s->writer, nullptr), WakeReason::ready);
       else
         s->write_ready = true;
@@ -364,9 +379,12 @@ WakeReason leave_wait(WakeReason r, std::int64_t own_deadline_ns, const char* ca
     f->cancel_requested = false;
     throw Cancelled{};
   }
-  if (r == WakeReason::timed_out && f->scope_deadline < own_deadline_ns && !unwinding()) {
-    std::int64_t now = s->now();
-    if (now >= f->scope_deadline) throw_timeout(f, now, call);
+  if (r == WakeReason::timed_out) {
+    const std::int64_t scope = scope_deadline_at(f, std::uncaught_exceptions());
+    if (scope < own_deadline_ns) {
+      std::int64_t now = s->now();
+      if (now >= scope) throw_timeout(f, now, call);
+    }
   }
   return r;
 }
@@ -657,6 +675,7 @@ Timeout::Timeout(TimePoint deadline) {
   rec_.deadline = to_ns(deadline);
   rec_.outer_min = fiber_->scope_deadline;
   rec_.outer = fiber_->scopes;
+  rec_.uncaught = std::uncaught_exceptions();
   fiber_->scopes = &rec_;
   fiber_->scope_deadline = std::min(rec_.outer_min, rec_.deadline);
 }

@@ -67,12 +67,13 @@ void StackPool::release(Stack s) noexcept {
 }
 
 void StackPool::install_guard(void* page) {
+  const std::size_t len = guard_size();
   if (madvise_guards_) {
-    if (::madvise(page, page_, MADV_GUARD_INSTALL) == 0) return;
+    if (::madvise(page, len, MADV_GUARD_INSTALL) == 0) return;
     if (errno != EINVAL) platform::throw_system_error(errno, "madvise(MADV_GUARD_INSTALL, fiber stack guard)");
     madvise_guards_ = false;  // kernel older than 6.13
   }
-  if (::mprotect(page, page_, PROT_NONE) != 0)
+  if (::mprotect(page, len, PROT_NONE) != 0)
     platform::throw_system_error(
         errno, "mprotect(PROT_NONE, fiber stack guard): vm.max_map_count reached and the kernel "
                "has no MADV_GUARD_INSTALL");
@@ -80,7 +81,7 @@ void StackPool::install_guard(void* page) {
 
 void StackPool::grow(SizeClass& c) {
   const std::size_t n = c.next_slab;
-  const std::size_t stride = c.size + page_;
+  const std::size_t stride = c.size + guard_size();
   const std::size_t len = n * stride;
   void* addr = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (addr == MAP_FAILED)
@@ -95,7 +96,7 @@ void StackPool::grow(SizeClass& c) {
   }
   // Hand out the lowest stack first: free.back() is the next one.
   for (std::size_t i = n; i-- > 0;) {
-    char* base = p + i * stride + page_;
+    char* base = p + i * stride + guard_size();
     c.free.push_back(base);
 #if defined(SPINDLE_HAVE_VALGRIND)
     if (RUNNING_ON_VALGRIND) slab.valgrind_ids.push_back(VALGRIND_STACK_REGISTER(base, base + c.size));

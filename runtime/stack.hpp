@@ -6,7 +6,12 @@
 // grow geometrically (16 stacks, then 32, ... up to 1024), so a million
 // stacks cost about a thousand mappings, not a million.
 //
-// Guards. vm.max_map_count (65530 by default) counts mappings, and a
+// Guards are kGuardPages pages (16 KiB), so that a frame of up to that size
+// that skips the stack's end still lands in the guard, not in the
+// neighbour's stack; the library itself is built with
+// -fstack-clash-protection, which probes larger frames page by page.
+//
+// vm.max_map_count (65530 by default) counts mappings, and a
 // PROT_NONE page in the middle of a mapping splits it in three: per-stack
 // mprotect guards would cap a process near 32,000 fibers. On Linux >= 6.13
 // the guard is installed with madvise(MADV_GUARD_INSTALL), which marks the
@@ -37,6 +42,7 @@ struct Stack {
 class StackPool {
  public:
   static constexpr std::size_t kWarmStacks = 1024;
+  static constexpr std::size_t kGuardPages = 4;
 
   StackPool();
   ~StackPool();
@@ -48,6 +54,7 @@ class StackPool {
   void release(Stack s) noexcept;
 
   std::size_t page_size() const noexcept { return page_; }
+  std::size_t guard_size() const noexcept { return kGuardPages * page_; }
   // While false, released stacks stay resident whatever their number: set
   // when the scheduler is shutting down, since the slabs are about to be
   // unmapped whole and a madvise per stack would only slow that down.

@@ -8,23 +8,22 @@
 // something (the lock, a permit, an item, a place, an index) and, if it was
 // resumed for another reason as well, passes that on before it throws.
 //
-// Two shortcuts, both relying on the wakers' discipline:
-//  - A fiber resumed with WakeReason::ready was readied by the primitive's
-//    waker and by nothing else (a parked fiber is registered with one wait
-//    source; timers and cancellation ready with other reasons), so its node
-//    is already unlinked and need not be looked at again under the mutex.
-//    A waker on another thread unlinked it under the primitive's mutex and
-//    then queued the wake under the scheduler's remote-wake mutex, which
-//    the waiter's thread takes before readying it: the unlinking happens
-//    before the waiter resumes.
-//  - enter_wait may run with a primitive's std::mutex held: it takes no lock
-//    of ours, and if it throws, the std::unique_lock/lock_guard releases the
-//    mutex on the way out.
-//
 // Cross-thread primitives (Event, Semaphore, the queues) wake through
-// detail::ready_node with their mutex held, and a waiter that finds itself
-// handed after an interrupted park calls settle_remote_wake, so no wake for
-// its fiber is left queued after the wait returns.
+// detail::ready_node with their mutex held, and every waiter takes the
+// mutex again after it resumes, even when it was simply readied: a waker on
+// another thread may still be inside ready_node (waking our poller) after
+// the wake reached us, and taking the mutex waits for it to finish, so the
+// waiter's scheduler cannot end under it. A waiter that finds itself handed
+// after an interrupted park calls settle_remote_wake, so no wake for its
+// fiber is left queued after the wait returns.
+//
+// The one-thread primitives (Lock, Condition, Barrier) have no mutex: a
+// fiber resumed with WakeReason::ready was readied by the primitive's waker
+// on its own thread and by nothing else (timers and cancellation ready with
+// other reasons), so its node is already unlinked.
+//
+// enter_wait may run with a primitive's mutex held: it takes no lock of
+// ours, and if it throws, the lock guard releases the mutex on the way out.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -33,10 +32,18 @@
 #include <limits>
 #include <stdexcept>
 #include <system_error>
+#include <thread>
+
+#if defined(__linux__)
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include <spindle/barrier.hpp>
 #include <spindle/condition.hpp>
 #include <spindle/detail/assert.hpp>
+#include <spindle/detail/sync_mutex.hpp>
 #include <spindle/event.hpp>
 #include <spindle/lock.hpp>
 #include <spindle/queue.hpp>
@@ -67,6 +74,65 @@ void check_same_scheduler(const Fiber* waiter, const char* call) {
 }
 
 }  // namespace
+
+// ============================================================= SyncMutex
+
+namespace detail {
+
+namespace {
+
+// The bias word of a SyncMutex that no thread may (any longer) take alone.
+const char kSharedMark = 0;
+const void* const kShared = &kSharedMark;
+
+// True when membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) works in this
+// process; registering for it is required once before its first use and
+// must precede any bias that might need revoking.
+bool biasing_available() noexcept {
+#if defined(__linux__) && defined(SYS_membarrier) && !defined(SPINDLE_TSAN)
+  static const bool available = ::syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+  return available;
+#else
+  return false;
+#endif
+}
+
+// A full memory barrier on every running thread of the process.
+void process_barrier() noexcept {
+#if defined(__linux__) && defined(SYS_membarrier) && !defined(SPINDLE_TSAN)
+  if (biasing_available()) {
+    const long rc = ::syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+    SPINDLE_ASSERT(rc == 0, "membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) failed after registering");
+  }
+#endif
+}
+
+}  // namespace
+
+void SyncMutex::lock_slow(const void* me) {
+  const void* b = bias_.load(std::memory_order_acquire);
+  if (b == nullptr) {
+    // The first thread to lock takes the bias, if it can ever be revoked.
+    const void* claim = biasing_available() ? me : kShared;
+    if (bias_.compare_exchange_strong(b, claim, std::memory_order_acq_rel) && claim == me) {
+      lock();
+      return;
+    }
+  }
+  if (!revoked_.load(std::memory_order_acquire)) {
+    // Another thread holds the bias (or is giving it up): withdraw it, make
+    // its announcement visible, and wait until it has left.
+    bias_.store(kShared, std::memory_order_seq_cst);
+    process_barrier();
+    for (int spins = 0; owner_inside_.load(std::memory_order_acquire); ++spins) {
+      if (spins > 64) std::this_thread::yield();  // the owner may be descheduled
+    }
+    revoked_.store(true, std::memory_order_release);
+  }
+  mu_.lock();
+}
+
+}  // namespace detail
 
 // ================================================================== Lock
 
@@ -200,13 +266,13 @@ bool Event::wait_until_ns(std::int64_t deadline_ns, const char* call) {
     waiters_.push_back(node);
   }
   const WakeReason r = detail::park(deadline_ns);
-  if (r == WakeReason::ready) return true;
   bool handed;
   {
     std::lock_guard lock(mu_);
     handed = !node.linked;
     waiters_.remove(node);
   }
+  if (r == WakeReason::ready) return true;
   if (handed) detail::settle_remote_wake(node);
   // Set in the same instant as the own deadline passed: the event was set
   // before we gave up, so that is the answer. Cancellation and Timeout
@@ -247,12 +313,12 @@ bool SemaphoreCore::acquire_until(std::int64_t deadline_ns, const char* call) {
     waiters_.push_back(node);
   }
   const WakeReason r = park(deadline_ns);
-  if (r == WakeReason::ready) return true;  // release() handed us a permit
   bool handed;
   {
     std::lock_guard lock(mu_);
     handed = !node.linked;
     waiters_.remove(node);
+    if (r == WakeReason::ready) return true;  // release() handed us a permit
     // Handed a permit but resumed cancelled or timed out: give it back, to
     // the next waiter or to the count.
     if (handed) give_locked(1);
@@ -314,13 +380,16 @@ std::size_t Barrier::wait() {
   if (f == nullptr) throw_outside_fiber(call);
   for (;;) {
     if (broken_) throw BrokenBarrierError(fmt::format("{}: the barrier is broken", call));
-    if (!waiters_.empty()) check_same_scheduler(waiters_.front()->fiber, call);
+    // sched_ rather than the first waiter's fiber: no reading of another
+    // fiber's stack and record on every arrival.
+    if (!waiters_.empty() && sched_ != f->sched) check_same_scheduler(waiters_.front()->fiber, call);
     if (waiters_.size() + 1 == parties_) {
-      release_all(false, call);
+      wake_all(false);
       return parties_ - 1;
     }
     detail::enter_wait(call);
     WaitNode node{.fiber = f};
+    if (waiters_.empty()) sched_ = f->sched;
     waiters_.push_back(node);
     const WakeReason r = detail::park();
     // Interrupted: leave the barrier if still waiting. If the cycle had just
@@ -341,6 +410,10 @@ std::size_t Barrier::wait() {
 void Barrier::release_all(bool broken, const char* call) {
   if (waiters_.empty()) return;
   check_same_scheduler(waiters_.front()->fiber, call);
+  wake_all(broken);
+}
+
+void Barrier::wake_all(bool broken) noexcept {
   std::uintptr_t index = 0;
   while (WaitNode* n = waiters_.pop_front()) {
     n->value = broken ? kBrokenMark : index++;
@@ -391,7 +464,7 @@ void QueueCore::wake_locked(QueueWaiter& w) noexcept {
     ready_node(w);
 }
 
-void QueueCore::grant_room_locked() noexcept {
+void QueueCore::grant_room_slow() noexcept {
   while (!putters_.empty() && room_locked()) {
     auto& w = static_cast<QueueWaiter&>(*putters_.pop_front());
     ++reserved_;
@@ -399,13 +472,13 @@ void QueueCore::grant_room_locked() noexcept {
   }
 }
 
-bool QueueCore::wait_room(std::unique_lock<std::mutex>& lk, std::int64_t deadline_ns, const char* call) {
+bool QueueCore::wait_room(std::unique_lock<SyncMutex>& lk, std::int64_t deadline_ns, const char* call) {
   QueueWaiter node;
   Fiber* f = current_fiber();
   if (f == nullptr) {
     // A plain OS thread (a producer feeding fibers): it blocks on a
     // condition variable of its own, woken under mu_ like a fiber.
-    std::condition_variable cv;
+    std::condition_variable_any cv;
     node.thread_cv = &cv;
     putters_.push_back(node);
     auto handed = [&] { return !node.linked; };
@@ -452,7 +525,7 @@ bool QueueCore::wait_room(std::unique_lock<std::mutex>& lk, std::int64_t deadlin
   return false;
 }
 
-bool QueueCore::wait_item(std::unique_lock<std::mutex>& lk, QueueWaiter& node, std::int64_t deadline_ns,
+bool QueueCore::wait_item(std::unique_lock<SyncMutex>& lk, QueueWaiter& node, std::int64_t deadline_ns,
                           const char* call, GiveBack give_back) {
   Fiber* f = enter_wait(call);
   node.fiber = f;
@@ -531,13 +604,13 @@ void QueueCore::join() {
       joiners_.push_back(node);
     }
     const WakeReason r = park();
-    if (r == WakeReason::ready) return;
     bool handed;
     {
       std::lock_guard lock(mu_);
       handed = !node.linked;
       joiners_.remove(node);
     }
+    if (r == WakeReason::ready) return;
     // Every joiner is woken together; there is nothing to pass on.
     if (handed) settle_remote_wake(node);
     leave_wait(r, kNoDeadline, call);

@@ -150,6 +150,30 @@ TEST_CASE("cancel: Cancelled is thrown at gather and TaskGroup::join") {
   });
 }
 
+TEST_CASE("cancel: a fiber parked inside a catch block is cancelled cleanly") {
+  run_manual([] {
+    std::string seen;
+    auto t = spindle::spawn([&] {
+      try {
+        throw std::runtime_error("handled");
+      } catch (const std::runtime_error& e) {
+        try {
+          this_fiber::sleep_for(1h);
+        } catch (const spindle::Cancelled&) {
+          seen = e.what();  // the outer exception is still the one caught
+          throw;
+        }
+      }
+    });
+    this_fiber::yield();
+    t.cancel();
+    CHECK_THROWS_AS(t.join(), spindle::Cancelled);
+    CHECK(seen == "handled");
+    CHECK(std::uncaught_exceptions() == 0);
+    CHECK(std::current_exception() == nullptr);
+  });
+}
+
 TEST_CASE("cancel: a task cancelled before it ever ran never runs its body") {
   run_manual([] {
     bool ran = false;

@@ -194,3 +194,67 @@ TEST_CASE("clock: runs on two threads with their own manual clocks are independe
   CHECK(c1.now() == spindle::TimePoint{} + 1h + 7s);
   CHECK(c2.now() == spindle::TimePoint{} + 5h + 3s);
 }
+
+TEST_CASE("clock: a duration too long for the clock means forever, not a deadline in the past") {
+  using spindle::TimePoint;
+  using spindle::detail::deadline_after;
+  const TimePoint t{std::chrono::hours(1)};
+  CHECK(deadline_after(t, std::chrono::hours::max()) == TimePoint::max());
+  CHECK(deadline_after(t, std::chrono::nanoseconds::max()) == TimePoint::max());
+  CHECK(deadline_after(t, std::chrono::hours(3'000'000)) == TimePoint::max());  // ~342 years
+  CHECK(deadline_after(t, std::chrono::duration<double>(1e300)) == TimePoint::max());
+  CHECK(deadline_after(t, std::chrono::hours::min()) == TimePoint::min());
+  CHECK(deadline_after(t, 1500ms) == t + 1500ms);
+  CHECK(deadline_after(t, -2s) == t - 2s);
+  CHECK(deadline_after(t, std::chrono::duration<double, std::nano>(1.5)) == t + 2ns);  // rounded up
+
+  spindle::ManualClock clock;
+  spindle::run(spindle::RunOptions{.clock = &clock}, [&] {
+    const auto t0 = spindle::now();
+    // Each "forever" wait is ended by a cancel after 1 s of manual time;
+    // with a wrapped deadline it would have ended at once.
+    auto canceller = [&](spindle::Task<void>& t) {
+      return spindle::spawn([&t] {
+        spindle::this_fiber::sleep_for(1s);
+        t.cancel();
+      });
+    };
+    auto sleeper = spindle::spawn([] { spindle::this_fiber::sleep_for(std::chrono::hours::max()); });
+    auto c1 = canceller(sleeper);
+    sleeper.wait();
+    CHECK(sleeper.cancelled());
+    CHECK(spindle::now() - t0 == 1s);
+
+    spindle::Promise<int> p;
+    auto f = p.get_future();
+    auto future_waiter = spindle::spawn([&] { (void)f.wait_for(std::chrono::hours(3'000'000)); });
+    auto c2 = canceller(future_waiter);
+    future_waiter.wait();
+    CHECK(future_waiter.cancelled());
+    CHECK(spindle::now() - t0 == 2s);
+
+    auto scoped = spindle::spawn([] {
+      spindle::Timeout scope(std::chrono::hours::max());
+      CHECK(scope.deadline() == spindle::TimePoint::max());
+      spindle::this_fiber::sleep_for(std::chrono::hours(1));  // the scope does not fire
+    });
+    scoped.join();
+    CHECK(spindle::now() - t0 == 1h + 2s);
+
+    auto long_task = spindle::spawn([] { spindle::this_fiber::sleep_for(5s); });
+    CHECK(long_task.wait_for(std::chrono::hours::max()));
+    CHECK(spindle::now() - t0 == 1h + 7s);
+    CHECK(spindle::wait_for([] { return 3; }, std::chrono::hours::max()) == 3);
+
+    // Hugely negative durations are plain timeouts.
+    CHECK_FALSE(f.wait_for(std::chrono::hours::min()));
+    {
+      spindle::Timeout scope(std::chrono::hours::min());
+      CHECK_THROWS_AS(spindle::this_fiber::yield(), spindle::TimeoutError);
+    }
+    CHECK(spindle::now() - t0 == 1h + 7s);
+    p.set_value(1);
+    c1.join();
+    c2.join();
+  });
+}

@@ -633,3 +633,57 @@ TEST_CASE("future: a fiber on another thread's scheduler sets the value (and the
     CHECK(a_got == round + 1);
   }
 }
+
+TEST_CASE("future: a cross-thread set interrupts the idle step's timed wait for a far timer") {
+  spindle::run([] {
+    // A long sleeper makes the idle step block with a 10 s timeout; the set
+    // must end that block through the poller's wake, not when it expires.
+    auto sleeper = spindle::spawn([] { spindle::this_fiber::sleep_for(10s); });
+    spindle::Promise<int> p;
+    auto f = p.get_future();
+    std::thread producer([&] {
+      std::this_thread::sleep_for(10ms);
+      p.set_value(1);
+    });
+    const auto t0 = std::chrono::steady_clock::now();
+    CHECK(f.get() == 1);
+    const auto took = std::chrono::steady_clock::now() - t0;
+    CHECK(took < 5s);
+    producer.join();
+    CHECK_FALSE(sleeper.done());
+    sleeper.cancel();
+    sleeper.wait();
+    CHECK(sleeper.cancelled());
+  });
+}
+
+TEST_CASE("future: fibers on two schedulers wait on one future set by a third thread") {
+  for (int round = 0; round < 50; ++round) {
+    spindle::Promise<int> p;
+    auto f = p.get_future();
+    std::atomic<int> parked{0};
+    int got_a = 0;
+    int got_b = 0;
+    auto waiter = [&](int& got) {
+      spindle::run([&] {
+        auto t = spindle::spawn([&] {
+          spindle::Timeout scope(kPatience);
+          ++parked;
+          f.wait();
+          got = 1;
+        });
+        t.join();
+      });
+    };
+    std::thread a([&] { waiter(got_a); });
+    std::thread b([&] { waiter(got_b); });
+    while (parked.load() < 2) std::this_thread::yield();
+    spin_for(std::chrono::microseconds(round % 3 * 30));
+    p.set_value(round);
+    a.join();
+    b.join();
+    CHECK(got_a == 1);
+    CHECK(got_b == 1);
+    spindle::run([&] { CHECK(f.get() == round); });
+  }
+}

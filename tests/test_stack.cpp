@@ -171,8 +171,9 @@ TEST_CASE("stack: RunOptions.default_stack_size applies to spawns that do not sa
 
 TEST_CASE("stack: an overflow ends the process with a message naming the fiber") {
   if (on_valgrind()) {
-    // Valgrind reports the overflow itself and does not run our handler the
-    // way the kernel would.
+    // Valgrind emulates signal delivery and fiber stacks; whether the guard
+    // fault reaches our handler depends on its version (3.19 does deliver
+    // it), so the death tests do not rely on it.
     MESSAGE("skipped under valgrind");
     return;
   }
@@ -192,23 +193,14 @@ TEST_CASE("stack: an overflow ends the process with a message naming the fiber")
   });
   INFO("child stderr: " << r.err);
   CHECK_FALSE((WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0));
-#if defined(SPINDLE_ASAN)
-  // ASan builds: our handler runs first (it was installed after ASan's), so
-  // the same message and abort are expected; ASan's own "stack-overflow"
-  // report is accepted too, in case a runtime version claims SIGSEGV first.
-  const bool ours = r.err.find("stack overflow in fiber 'deep'") != std::string::npos;
-  const bool asan = r.err.find("stack-overflow") != std::string::npos;
-  CHECK((ours || asan));
-  if (ours) {
-    CHECK(WIFSIGNALED(r.status));
-    CHECK(r.err.find("id ") != std::string::npos);
-  }
-#else
+  // ASan builds expect the same. ASan installs its SIGSEGV handler at
+  // start-up and the first run() installs spindle's over it (chaining to it
+  // for faults that are not overflows), so spindle's report comes first; in
+  // this child SIGSEGV was reset to the default and run() installed it anew.
   CHECK(WIFSIGNALED(r.status));
   if (WIFSIGNALED(r.status)) CHECK(WTERMSIG(r.status) == SIGABRT);
   CHECK(r.err.find("stack overflow in fiber 'deep'") != std::string::npos);
   CHECK(r.err.find("id ") != std::string::npos);
-#endif
 }
 
 TEST_CASE("stack: an overflow in an unnamed fiber names it fiber-<id>") {
@@ -216,20 +208,12 @@ TEST_CASE("stack: an overflow in an unnamed fiber names it fiber-<id>") {
     MESSAGE("skipped under valgrind");
     return;
   }
-  ChildResult r = run_in_child([] {
-    spindle::run([] { spindle::spawn([] { recurse_forever(0); }).join(); });
-  });
+  ChildResult r =
+      run_in_child([] { spindle::run([] { spindle::spawn([] { recurse_forever(0); }).join(); }); });
   INFO("child stderr: " << r.err);
-  CHECK_FALSE((WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0));
-#if !defined(SPINDLE_ASAN)
   CHECK(WIFSIGNALED(r.status));
-#endif
-  const bool ours = r.err.find("stack overflow in fiber 'fiber-") != std::string::npos;
-#if defined(SPINDLE_ASAN)
-  CHECK((ours || r.err.find("stack-overflow") != std::string::npos));
-#else
-  CHECK(ours);
-#endif
+  if (WIFSIGNALED(r.status)) CHECK(WTERMSIG(r.status) == SIGABRT);
+  CHECK(r.err.find("stack overflow in fiber 'fiber-") != std::string::npos);
 }
 
 TEST_CASE("stack: a segfault that is not an overflow is not reported as one") {
@@ -248,10 +232,9 @@ TEST_CASE("stack: a segfault that is not an overflow is not reported as one") {
   INFO("child stderr: " << r.err);
   CHECK_FALSE((WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0));
   CHECK(r.err.find("stack overflow") == std::string::npos);
-#if !defined(SPINDLE_ASAN)
+  // Handed on to the previous disposition (the default here): a plain SIGSEGV.
   CHECK(WIFSIGNALED(r.status));
   if (WIFSIGNALED(r.status)) CHECK(WTERMSIG(r.status) == SIGSEGV);
-#endif
 }
 
 TEST_CASE("stack: 50,000 sleeping fibers work and /proc/self/maps stays far below vm.max_map_count") {

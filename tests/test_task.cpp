@@ -69,8 +69,9 @@ E expect_throw(F&& f) {
 
 TEST_CASE("spawn: passes arguments by value and returns the result") {
   run_manual([] {
-    auto t = spindle::spawn([](int a, const std::string& s, std::unique_ptr<int> p) { return s + std::to_string(a + *p); },
-                            40, std::string("answer="), std::make_unique<int>(2));
+    auto t = spindle::spawn(
+        [](int a, const std::string& s, std::unique_ptr<int> p) { return s + std::to_string(a + *p); }, 40,
+        std::string("answer="), std::make_unique<int>(2));
     CHECK(t.join() == "answer=42");
 
     // Arguments are copied at spawn: later changes are not seen.
@@ -264,7 +265,9 @@ TEST_CASE("Task: destroyed while running cancels the fiber and waits until it ha
 
     // A task that never ran is cancelled before its body starts.
     bool ran = false;
-    { auto t = spindle::spawn([&] { ran = true; }); }
+    {
+      auto t = spindle::spawn([&] { ran = true; });
+    }
     CHECK_FALSE(ran);
 
     // Move-assigning over a running task does the same to the old one.
@@ -557,6 +560,26 @@ TEST_CASE("wait_for: with a callable") {
   });
 }
 
+TEST_CASE("wait_for: a cancelled caller cancels the task and waits for it") {
+  run_manual([] {
+    int unwound = 0;
+    bool inner_cancelled = false;
+    auto caller = spindle::spawn([&] {
+      auto t = spindle::spawn(note_cancel(inner_cancelled, [&] {
+        Counter c{unwound};
+        this_fiber::sleep_for(1h);
+        return 0;
+      }));
+      return spindle::wait_for(t, 10h);
+    });
+    this_fiber::sleep_for(1s);
+    caller.cancel();
+    CHECK_THROWS_AS(caller.join(), spindle::Cancelled);
+    CHECK(inner_cancelled);
+    CHECK(unwound == 1);
+  });
+}
+
 // ------------------------------------------------------------ TaskGroup
 
 TEST_CASE("TaskGroup: join waits for every child") {
@@ -600,8 +623,14 @@ TEST_CASE("TaskGroup: the first failure cancels the rest and is rethrown after t
       Counter c{unwound};
       this_fiber::sleep_for(1h);
     }));
-    g.spawn([]() { this_fiber::sleep_for(2s); throw MyError("group failure", 9); });
-    g.spawn([]() { this_fiber::sleep_for(3s); throw MyError("second failure", 10); });
+    g.spawn([]() {
+      this_fiber::sleep_for(2s);
+      throw MyError("group failure", 9);
+    });
+    g.spawn([]() {
+      this_fiber::sleep_for(3s);
+      throw MyError("second failure", 10);
+    });
     auto b = g.spawn(note_cancel(b_cancelled, [&] {
       SlowCleanup s{cleanup_done};
       this_fiber::sleep_for(1h);
@@ -686,6 +715,22 @@ TEST_CASE("TaskGroup: a child spawned after a failure is cancelled") {
     CHECK_THROWS_AS(g.join(), MyError);
     CHECK_FALSE(late_ran);
     CHECK(late.cancelled());
+  });
+}
+
+TEST_CASE("TaskGroup: a child that is cancelled on its own is not a failure") {
+  run_manual([] {
+    spindle::TaskGroup g;
+    auto victim = g.spawn([] { this_fiber::sleep_for(1h); });
+    auto other = g.spawn([] {
+      this_fiber::sleep_for(2s);
+      return 5;
+    });
+    this_fiber::sleep_for(1s);
+    victim.cancel();
+    g.join();  // no exception: Cancelled does not fail the group
+    CHECK(victim.cancelled());
+    CHECK(other.join() == 5);
   });
 }
 

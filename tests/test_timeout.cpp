@@ -85,9 +85,9 @@ TEST_CASE("Timeout: a call that finishes before the deadline is unaffected") {
     spindle::Timeout t(5s);
     this_fiber::sleep_for(2s);
     auto r = spindle::spawn([] {
-                this_fiber::sleep_for(1s);
-                return 4;
-              }).join();
+               this_fiber::sleep_for(1s);
+               return 4;
+             }).join();
     CHECK(r == 4);
     CHECK(spindle::now() - t0 == 3s);
     CHECK_FALSE(t.expired());
@@ -105,6 +105,20 @@ TEST_CASE("Timeout: real clock, the sleep is interrupted not early") {
     auto elapsed = WallClock::now() - t0;
     CHECK(elapsed >= 50ms);
     CHECK(elapsed < 50ms + 1500ms);
+  });
+}
+
+TEST_CASE("Timeout: a deadline already past makes the first blocking call throw at once") {
+  run_manual([] {
+    const auto t0 = spindle::now();
+    spindle::Timeout t(t0 - 1s);
+    CHECK_THROWS_AS(this_fiber::sleep_for(1s), spindle::TimeoutError);
+    CHECK(spindle::now() == t0);
+    CHECK(t.expired());
+  });
+  run_manual([] {
+    spindle::Timeout t(0s);
+    CHECK_THROWS_AS(this_fiber::yield(), spindle::TimeoutError);
   });
 }
 
@@ -321,7 +335,8 @@ TEST_CASE("Shield: a Timeout inside a Shield still fires") {
   });
 }
 
-TEST_CASE("Shield: a Timeout inside a Shield fires at its own deadline even when a hidden outer one is earlier") {
+TEST_CASE(
+    "Shield: a Timeout inside a Shield fires at its own deadline even when a hidden outer one is earlier") {
   run_manual([] {
     const auto t0 = spindle::now();
     spindle::Timeout outer(1s);
@@ -357,6 +372,36 @@ TEST_CASE("Timeout: destructors that park while a TimeoutError unwinds are not c
         spindle::TimeoutError);
     CHECK(cleanup_done);
     CHECK(spindle::now() - t0 == 6s);
+  });
+}
+
+// While a fiber unwinds, the Timeout scopes outside the running destructor
+// are suspended, but one the destructor itself opens (to bound a graceful
+// shutdown) applies.
+TEST_CASE("Timeout: a Timeout opened inside a destructor during unwinding still fires") {
+  run_manual([] {
+    bool timed_out = false;
+    struct BoundedCleanup {
+      bool& timed_out;
+      ~BoundedCleanup() {
+        try {
+          spindle::Timeout t(1s);
+          this_fiber::sleep_for(1h);  // e.g. waiting for a peer's goodbye
+        } catch (const spindle::TimeoutError&) {
+          timed_out = true;
+        }
+      }
+    };
+    const auto t0 = spindle::now();
+    auto task = spindle::spawn([&] {
+      BoundedCleanup c{timed_out};
+      this_fiber::sleep_for(1h);
+    });
+    this_fiber::yield();
+    task.cancel();
+    CHECK_THROWS_AS(task.join(), spindle::Cancelled);
+    CHECK(timed_out);
+    CHECK(spindle::now() - t0 == 1s);
   });
 }
 

@@ -67,10 +67,12 @@ class Barrier {
  private:
   // Readies every waiter, FIFO: with its arrival index when the cycle is
   // complete, or with the broken mark for abort() and reset().
-  void release_all(bool broken, const char* call);
+  void release_all(bool broken, const char* call);  // checks the thread first
+  void wake_all(bool broken) noexcept;
 
   std::size_t parties_;
   bool broken_ = false;
+  detail::Scheduler* sched_ = nullptr;  // the waiters' scheduler, while there are any
   detail::WaitList waiters_;  // parked fibers in arrival order; value = outcome
 };
 

@@ -27,10 +27,10 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <mutex>
 
 #include <spindle/clock.hpp>
 #include <spindle/detail/fiber.hpp>
+#include <spindle/detail/sync_mutex.hpp>
 
 namespace spindle {
 
@@ -60,7 +60,7 @@ class Event {
   // that is_set(), clear() and the fast paths of wait() and set() need not
   // take the mutex: a waiter re-reads it under mu_ before it parks.
   std::atomic<bool> set_{false};
-  std::mutex mu_;
+  detail::SyncMutex mu_;
   detail::WaitList waiters_;  // guarded by mu_; empty whenever set_ is true
 };
 

@@ -60,8 +60,8 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -71,6 +71,7 @@
 
 #include <spindle/clock.hpp>
 #include <spindle/detail/fiber.hpp>
+#include <spindle/detail/sync_mutex.hpp>
 
 namespace spindle {
 
@@ -98,7 +99,7 @@ namespace detail {
 // A parked getter, putter or joiner. Putters may be plain OS threads: they
 // wait on a condition variable of their own instead of parking.
 struct QueueWaiter : WaitNode {
-  std::condition_variable* thread_cv = nullptr;  // a plain thread's; null for a fiber
+  std::condition_variable_any* thread_cv = nullptr;  // a plain thread's; null for a fiber
   void* slot = nullptr;                          // getters: their std::optional<T>
   bool shut_down = false;                        // woken by shutdown(), handed nothing
 };
@@ -150,16 +151,19 @@ class QueueCore {
   }
   bool may_put_now_locked() const noexcept { return putters_.empty() && room_locked(); }
   // Reserves free places for the longest waiting putters.
-  void grant_room_locked() noexcept;
+  void grant_room_locked() noexcept {
+    if (!putters_.empty()) grant_room_slow();
+  }
+  void grant_room_slow() noexcept;
   void wake_locked(QueueWaiter& w) noexcept;
   // Waits (lk held on entry and on return) until the caller may put: true,
   // or false when the own deadline passed. A fiber parks (and may throw
   // Cancelled or TimeoutError); a plain OS thread blocks. Throws
   // QueueShutDown when the queue is shut down meanwhile.
-  bool wait_room(std::unique_lock<std::mutex>& lk, std::int64_t deadline_ns, const char* call);
+  bool wait_room(std::unique_lock<SyncMutex>& lk, std::int64_t deadline_ns, const char* call);
   // Parks a getter (lk held on entry and on return) until an item has been
   // moved into *node.slot: true, or false when the own deadline passed.
-  bool wait_item(std::unique_lock<std::mutex>& lk, QueueWaiter& node, std::int64_t deadline_ns,
+  bool wait_item(std::unique_lock<SyncMutex>& lk, QueueWaiter& node, std::int64_t deadline_ns,
                  const char* call, GiveBack give_back);
   void shutdown_locked(bool immediate, std::size_t discarded) noexcept;
   // `n` items are done: task_done(), or discarded by shutdown(true).
@@ -169,7 +173,7 @@ class QueueCore {
   [[noreturn]] static void throw_empty(const char* call);
 
   const QueueCalls* calls_;
-  mutable std::mutex mu_;
+  mutable SyncMutex mu_;
   const std::size_t maxsize_;  // 0: unbounded
   // All guarded by mu_.
   std::size_t count_ = 0;      // items in the store
@@ -185,9 +189,20 @@ class QueueCore {
 
 // Item stores: the only difference between the three queues.
 
+// A growable ring buffer: a FIFO queue's store. std::deque would do, but
+// its push_back is not inlined and it allocates a block every 64 items even
+// when the queue stays short; a put/get pair here is a handful of
+// instructions, and the buffer only grows (to the largest size seen).
 template <class T>
 class FifoStore {
  public:
+  FifoStore() = default;
+  FifoStore(const FifoStore&) = delete;
+  FifoStore& operator=(const FifoStore&) = delete;
+  ~FifoStore() {
+    while (size_ > 0) (void)pop();
+    std::allocator<T>().deallocate(items_, capacity_);
+  }
   static constexpr QueueCalls kCalls{
       "spindle::Queue::put",      "spindle::Queue::try_put", "spindle::Queue::try_put_until",
       "spindle::Queue::put_nowait", "spindle::Queue::get",   "spindle::Queue::try_get",
@@ -195,21 +210,53 @@ class FifoStore {
       "spindle::Queue::join"};
   template <class U>
   void push(U&& v) {
-    items_.emplace_back(std::forward<U>(v));
+    if (size_ == capacity_) grow();
+    std::construct_at(items_ + ((head_ + size_) & (capacity_ - 1)), std::forward<U>(v));
+    ++size_;
   }
   template <class U>
   void push_head(U&& v) {
-    items_.emplace_front(std::forward<U>(v));
+    if (size_ == capacity_) grow();
+    const std::size_t at = (head_ + capacity_ - 1) & (capacity_ - 1);
+    std::construct_at(items_ + at, std::forward<U>(v));
+    head_ = at;
+    ++size_;
   }
   T pop() {
-    T v = std::move(items_.front());
-    items_.pop_front();
+    T* slot = items_ + head_;
+    T v = std::move(*slot);
+    std::destroy_at(slot);
+    head_ = (head_ + 1) & (capacity_ - 1);
+    --size_;
     return v;
   }
-  void swap(FifoStore& o) noexcept { items_.swap(o.items_); }
+  void swap(FifoStore& o) noexcept {
+    std::swap(items_, o.items_);
+    std::swap(capacity_, o.capacity_);
+    std::swap(head_, o.head_);
+    std::swap(size_, o.size_);
+  }
 
  private:
-  std::deque<T> items_;
+  // Doubles the capacity (a power of two), moving the items to the front.
+  void grow() {
+    const std::size_t capacity = capacity_ == 0 ? 16 : capacity_ * 2;
+    T* items = std::allocator<T>().allocate(capacity);
+    for (std::size_t i = 0; i < size_; ++i) {
+      T* from = items_ + ((head_ + i) & (capacity_ - 1));
+      std::construct_at(items + i, std::move(*from));
+      std::destroy_at(from);
+    }
+    std::allocator<T>().deallocate(items_, capacity_);
+    items_ = items;
+    capacity_ = capacity;
+    head_ = 0;
+  }
+
+  T* items_ = nullptr;
+  std::size_t capacity_ = 0;  // 0 or a power of two
+  std::size_t head_ = 0;      // index of the oldest item
+  std::size_t size_ = 0;
 };
 
 template <class T>

@@ -32,10 +32,10 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <mutex>
 
 #include <spindle/clock.hpp>
 #include <spindle/detail/fiber.hpp>
+#include <spindle/detail/sync_mutex.hpp>
 
 namespace spindle {
 
@@ -61,7 +61,7 @@ class SemaphoreCore {
   // Under mu_: gives n permits to waiters first, the rest to the count.
   void give_locked(std::ptrdiff_t n) noexcept;
 
-  mutable std::mutex mu_;
+  mutable SyncMutex mu_;
   std::ptrdiff_t value_;        // guarded by mu_; 0 whenever waiters_ is not empty
   const std::ptrdiff_t bound_;  // the most value_ may reach; PTRDIFF_MAX: unbounded
   WaitList waiters_;            // guarded by mu_; fibers parked in acquire, FIFO

@@ -35,7 +35,9 @@ inline constexpr std::size_t kDefaultStackSize = 64 * 1024;
 #endif
 
 struct SpawnOptions {
-  std::string name;            // shown by this_fiber::name() and in crash reports
+  // Shown by this_fiber::name() and in crash reports. The {} keeps
+  // SpawnOptions{.stack_size = N} free of -Wmissing-field-initializers.
+  std::string name{};
   std::size_t stack_size = 0;  // bytes, rounded up to pages; 0 = the run's default
 };
 

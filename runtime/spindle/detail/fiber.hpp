@@ -51,6 +51,10 @@ struct TimeoutScopeRec {
   std::int64_t deadline;
   std::int64_t outer_min;  // the fiber's scope_deadline before this scope
   TimeoutScopeRec* outer;
+  // std::uncaught_exceptions() when the scope opened: while the fiber is
+  // unwinding, only scopes opened at the current depth (inside the
+  // destructor that runs) apply; the ones outside are suspended.
+  int uncaught = 0;
   bool expired = false;
 };
 
@@ -86,6 +90,7 @@ struct Fiber {
   void* stack_base = nullptr;  // lowest usable byte; the guard lies below
   std::size_t stack_size = 0;
   void* asan_fake_stack = nullptr;
+  void* tsan_fiber = nullptr;  // TSan's record of this context (TSan builds)
 
   // --- identity and completion ---
   std::uint64_t id = 0;
@@ -105,8 +110,10 @@ struct Fiber {
   static void* operator new(std::size_t size);
   static void operator delete(void* p, std::size_t size) noexcept;
   static void* operator new(std::size_t size, std::align_val_t align) { return ::operator new(size, align); }
-  static void operator delete(void* p, std::size_t size, std::align_val_t align) noexcept {
-    ::operator delete(p, size, align);
+  static void operator delete(void* p, std::size_t, std::align_val_t align) noexcept {
+    // Not the sized form: clang before 16 does not declare it without
+    // -fsized-deallocation, and this header is compiled by users.
+    ::operator delete(p, align);
   }
 };
 
