@@ -113,19 +113,20 @@ int main(int argc, char** argv) {
 
   if (runner.wants("boost_fiber_lock_uncontended")) {
     fibers::mutex lock;
-    runner.time("boost_fiber_lock_uncontended", {.unit = "ns/op", .note = note}, [&](std::uint64_t n) -> double {
-      // In a fiber, like spindle's, so the mutex sees a fiber as its owner.
-      double ns = 0;
-      fibers::fiber([&] {
-        auto start = Clock::now();
-        for (std::uint64_t i = 0; i < n; ++i) {
-          lock.lock();
-          lock.unlock();
-        }
-        ns = bench::elapsed_ns(start, Clock::now());
-      }).join();
-      return ns;
-    });
+    runner.time("boost_fiber_lock_uncontended", {.unit = "ns/op", .note = note},
+                [&](std::uint64_t n) -> double {
+                  // In a fiber, like spindle's, so the mutex sees a fiber as its owner.
+                  double ns = 0;
+                  fibers::fiber([&] {
+                    auto start = Clock::now();
+                    for (std::uint64_t i = 0; i < n; ++i) {
+                      lock.lock();
+                      lock.unlock();
+                    }
+                    ns = bench::elapsed_ns(start, Clock::now());
+                  }).join();
+                  return ns;
+                });
   }
 
   if (runner.wants("boost_fiber_lock_handoff")) {
@@ -211,7 +212,8 @@ int main(int argc, char** argv) {
   }
 
   if (runner.wants("boost_fiber_queue_10p10c")) {
-    runner.time("boost_fiber_queue_10p10c", {.unit = "ns/item", .granularity = 10, .note = note + " capacity=1024"},
+    runner.time("boost_fiber_queue_10p10c",
+                {.unit = "ns/item", .granularity = 10, .note = note + " capacity=1024"},
                 [&](std::uint64_t n) -> double {
                   Span span;
                   run_queue(n, 10, 10, span);

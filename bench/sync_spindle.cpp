@@ -158,7 +158,8 @@ int main(int argc, char** argv) {
     }
 
     if (runner.wants("spindle_queue_10p10c")) {
-      runner.time("spindle_queue_10p10c", {.unit = "ns/item", .granularity = 10, .note = note + " maxsize=1024"},
+      runner.time("spindle_queue_10p10c",
+                  {.unit = "ns/item", .granularity = 10, .note = note + " maxsize=1024"},
                   [&](std::uint64_t n) -> double {
                     Span span;
                     run_queue<std::uint64_t>(n, 10, 10, span);

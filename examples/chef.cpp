@@ -92,8 +92,8 @@ int main(int argc, char** argv) {
       closing.set();
     });
 
-    const std::array<const char*, 8> menu = {"spaghetti", "risotto", "soup", "omelette",
-                                             "stir-fry", "curry",   "pancakes", "stew"};
+    const std::array<const char*, 8> menu = {"spaghetti", "risotto", "soup",     "omelette",
+                                             "stir-fry",  "curry",   "pancakes", "stew"};
     for (int n = 1; n <= static_cast<int>(menu.size()); ++n) {
       Order order{n, menu[n - 1]};
       try {

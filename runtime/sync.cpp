@@ -67,10 +67,20 @@ namespace {
 void check_same_scheduler(const Fiber* waiter, const char* call) {
   const Fiber* self = detail::current_fiber();
   if (self == nullptr || self->sched != waiter->sched)
-    throw std::logic_error(fmt::format(
-        "{}: the primitive's waiting fibers belong to another thread's scheduler (it serves the fibers of one "
-        "thread)",
-        call));
+    throw std::logic_error(
+        fmt::format("{}: the primitive's waiting fibers belong to another thread's scheduler (it serves the "
+                    "fibers of one "
+                    "thread)",
+                    call));
+}
+
+// enter_wait for the running fiber `f`, already known: the call (and its
+// thread-local lookup) only when a cancellation or a Timeout scope could be
+// due, which is all enter_wait checks besides being on a fiber. Hot in the
+// one-thread primitives, where a wait is little more than a switch.
+inline void enter_wait_of(Fiber* f, const char* call) {
+  if (f->cancel_requested || f->scope_deadline != detail::kNoDeadline) [[unlikely]]
+    detail::enter_wait(call);
 }
 
 }  // namespace
@@ -90,7 +100,8 @@ const void* const kShared = &kSharedMark;
 // must precede any bias that might need revoking.
 bool biasing_available() noexcept {
 #if defined(__linux__) && defined(SYS_membarrier) && !defined(SPINDLE_TSAN)
-  static const bool available = ::syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+  static const bool available =
+      ::syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
   return available;
 #else
   return false;
@@ -156,7 +167,7 @@ bool Lock::lock_until(Fiber* f, std::int64_t deadline_ns, const char* call) {
     throw std::system_error(std::make_error_code(std::errc::resource_deadlock_would_occur),
                             fmt::format("{}: the calling fiber already holds the lock", call));
   if (owner_->sched != f->sched) check_same_scheduler(owner_, call);
-  detail::enter_wait(call);
+  enter_wait_of(f, call);
   WaitNode node{.fiber = f};
   waiters_.push_back(node);
   const WakeReason r = detail::park(deadline_ns);
@@ -177,8 +188,9 @@ void Lock::unlock_slow(Fiber* f) {
   if (f == nullptr) throw_outside_fiber("spindle::Lock::unlock");
   if (owner_ != f)
     throw std::system_error(std::make_error_code(std::errc::operation_not_permitted),
-                            owner_ == nullptr ? "spindle::Lock::unlock: the lock is not locked"
-                                              : "spindle::Lock::unlock: the calling fiber does not hold the lock");
+                            owner_ == nullptr
+                                ? "spindle::Lock::unlock: the lock is not locked"
+                                : "spindle::Lock::unlock: the calling fiber does not hold the lock");
   hand_off();
 }
 
@@ -193,17 +205,21 @@ void Lock::hand_off() noexcept {
 
 // ============================================================= Condition
 
-Condition::~Condition() { SPINDLE_ASSERT(waiters_.empty(), "spindle::Condition destroyed while fibers wait on it"); }
+Condition::~Condition() {
+  SPINDLE_ASSERT(waiters_.empty(), "spindle::Condition destroyed while fibers wait on it");
+}
 
-std::cv_status Condition::wait_until_ns(std::unique_lock<Lock>& lk, std::int64_t deadline_ns, const char* call) {
+std::cv_status Condition::wait_until_ns(std::unique_lock<Lock>& lk, std::int64_t deadline_ns,
+                                        const char* call) {
   Fiber* f = detail::current_fiber();
   if (f == nullptr) throw_outside_fiber(call);
   Lock* m = lk.mutex();
   if (m == nullptr || !lk.owns_lock() || m->owner_ != f)
     throw std::system_error(std::make_error_code(std::errc::operation_not_permitted),
                             fmt::format("{}: the calling fiber must hold the lock", call));
-  if (!waiters_.empty()) check_same_scheduler(waiters_.front()->fiber, call);
-  detail::enter_wait(call);
+  if (!waiters_.empty() && waiters_.front()->fiber->sched != f->sched)
+    check_same_scheduler(waiters_.front()->fiber, call);
+  enter_wait_of(f, call);
   WaitNode node{.fiber = f};
   waiters_.push_back(node);
   m->hand_off();  // the unique_lock still says "owns": it will own again on return
@@ -288,10 +304,13 @@ namespace detail {
 SemaphoreCore::SemaphoreCore(std::ptrdiff_t value, std::ptrdiff_t bound, const char* type)
     : value_(value), bound_(bound) {
   if (value < 0)
-    throw std::invalid_argument(fmt::format("{}: the initial value must not be negative (got {})", type, value));
+    throw std::invalid_argument(
+        fmt::format("{}: the initial value must not be negative (got {})", type, value));
 }
 
-SemaphoreCore::~SemaphoreCore() { SPINDLE_ASSERT(waiters_.empty(), "spindle semaphore destroyed while fibers wait on it"); }
+SemaphoreCore::~SemaphoreCore() {
+  SPINDLE_ASSERT(waiters_.empty(), "spindle semaphore destroyed while fibers wait on it");
+}
 
 bool SemaphoreCore::try_acquire() noexcept {
   std::lock_guard lock(mu_);
@@ -329,13 +348,14 @@ bool SemaphoreCore::acquire_until(std::int64_t deadline_ns, const char* call) {
 }
 
 void SemaphoreCore::release(std::ptrdiff_t n, const char* call) {
-  if (n < 0) throw std::invalid_argument(fmt::format("{}: cannot release a negative number of permits ({})", call, n));
+  if (n < 0)
+    throw std::invalid_argument(fmt::format("{}: cannot release a negative number of permits ({})", call, n));
   std::lock_guard lock(mu_);
   if (n > bound_ - value_) {
     if (bound_ == std::numeric_limits<std::ptrdiff_t>::max())
       throw std::invalid_argument(fmt::format("{}: the count would overflow", call));
-    throw std::invalid_argument(fmt::format("{}: released too many times (value {} + {} would exceed the bound {})",
-                                            call, value_, n, bound_));
+    throw std::invalid_argument(fmt::format(
+        "{}: released too many times (value {} + {} would exceed the bound {})", call, value_, n, bound_));
   }
   give_locked(n);
 }
@@ -359,7 +379,8 @@ std::ptrdiff_t SemaphoreCore::value() const noexcept {
 Semaphore::Semaphore(std::ptrdiff_t value)
     : SemaphoreCore(value, std::numeric_limits<std::ptrdiff_t>::max(), "spindle::Semaphore") {}
 
-BoundedSemaphore::BoundedSemaphore(std::ptrdiff_t value) : SemaphoreCore(value, value, "spindle::BoundedSemaphore") {}
+BoundedSemaphore::BoundedSemaphore(std::ptrdiff_t value)
+    : SemaphoreCore(value, value, "spindle::BoundedSemaphore") {}
 
 // =============================================================== Barrier
 
@@ -372,7 +393,9 @@ Barrier::Barrier(std::size_t parties) : parties_(parties) {
   if (parties == 0) throw std::invalid_argument("spindle::Barrier: parties must be at least 1");
 }
 
-Barrier::~Barrier() { SPINDLE_ASSERT(waiters_.empty(), "spindle::Barrier destroyed while fibers wait on it"); }
+Barrier::~Barrier() {
+  SPINDLE_ASSERT(waiters_.empty(), "spindle::Barrier destroyed while fibers wait on it");
+}
 
 std::size_t Barrier::wait() {
   const char* call = "spindle::Barrier::wait";
@@ -387,7 +410,7 @@ std::size_t Barrier::wait() {
       wake_all(false);
       return parties_ - 1;
     }
-    detail::enter_wait(call);
+    enter_wait_of(f, call);
     WaitNode node{.fiber = f};
     if (waiters_.empty()) sched_ = f->sched;
     waiters_.push_back(node);
@@ -401,7 +424,8 @@ std::size_t Barrier::wait() {
     // leave_wait returns only for a timeout that is no longer due (a manual
     // clock set back): then this fiber either was released or waits again.
     if (released) {
-      if (node.value == kBrokenMark) throw BrokenBarrierError(fmt::format("{}: the barrier was broken", call));
+      if (node.value == kBrokenMark)
+        throw BrokenBarrierError(fmt::format("{}: the barrier was broken", call));
       return node.value;
     }
   }
@@ -626,7 +650,9 @@ void QueueCore::throw_shut_down(const char* call) {
 
 void QueueCore::throw_full(const char* call) { throw QueueFull(fmt::format("{}: the queue is full", call)); }
 
-void QueueCore::throw_empty(const char* call) { throw QueueEmpty(fmt::format("{}: the queue is empty", call)); }
+void QueueCore::throw_empty(const char* call) {
+  throw QueueEmpty(fmt::format("{}: the queue is empty", call));
+}
 
 }  // namespace detail
 

@@ -160,7 +160,9 @@ TEST_CASE("barrier: reset with fibers waiting: they get BrokenBarrierError, the 
   });
 }
 
-TEST_CASE("barrier: a fiber cancelled while waiting leaves: the barrier is not broken and indices stay 0..parties-1") {
+TEST_CASE(
+    "barrier: a fiber cancelled while waiting leaves: the barrier is not broken and indices stay "
+    "0..parties-1") {
   spindle::run([] {
     spindle::Barrier b(3);
     auto w1 = spindle::spawn([&] { return b.wait(); });
@@ -202,8 +204,8 @@ TEST_CASE("barrier: race: a waiter cancelled as the cycle completes throws Cance
     auto w1 = spindle::spawn([&] { return b.wait(); });
     auto w2 = spindle::spawn([&] { return b.wait(); });
     spindle::this_fiber::yield();
-    w1.cancel();            // readied as cancelled, still counted as waiting
-    CHECK(b.wait() == 2);   // completes the cycle: w1 was handed index 0
+    w1.cancel();           // readied as cancelled, still counted as waiting
+    CHECK(b.wait() == 2);  // completes the cycle: w1 was handed index 0
     CHECK(b.n_waiting() == 0);
     CHECK_THROWS_AS(w1.join(), spindle::Cancelled);
     CHECK(w2.join() == 1);
@@ -230,7 +232,8 @@ TEST_CASE("barrier: wait outside a fiber throws std::logic_error naming the call
   CHECK(b.n_waiting() == 0);
 }
 
-TEST_CASE("barrier: abort from another thread while fibers wait throws std::logic_error and changes nothing") {
+TEST_CASE(
+    "barrier: abort from another thread while fibers wait throws std::logic_error and changes nothing") {
   spindle::Barrier b(2);
   std::atomic<int> stage{0};
   std::thread other([&] {

@@ -112,7 +112,9 @@ TEST_CASE("condition: notify with nobody waiting does nothing, on any thread") {
   });
 }
 
-TEST_CASE("condition: wait_for/wait_until return timeout exactly at the deadline with the lock held (manual clock)") {
+TEST_CASE(
+    "condition: wait_for/wait_until return timeout exactly at the deadline with the lock held (manual "
+    "clock)") {
   spindle::ManualClock clock;
   spindle::run(spindle::RunOptions{.clock = &clock}, [&] {
     spindle::Lock lock;
@@ -148,7 +150,8 @@ TEST_CASE("condition: wait_for/wait_until return timeout exactly at the deadline
   });
 }
 
-TEST_CASE("condition: wait without holding the lock throws operation_not_permitted; outside a fiber logic_error") {
+TEST_CASE(
+    "condition: wait without holding the lock throws operation_not_permitted; outside a fiber logic_error") {
   spindle::run([] {
     spindle::Lock lock;
     spindle::Condition cond;
@@ -211,7 +214,8 @@ TEST_CASE("condition: a cancelled wait throws Cancelled with the lock held again
   });
 }
 
-TEST_CASE("condition: reacquiring the lock after a cancelled wait is not interrupted: it waits for the holder") {
+TEST_CASE(
+    "condition: reacquiring the lock after a cancelled wait is not interrupted: it waits for the holder") {
   spindle::run([] {
     spindle::Lock lock;
     spindle::Condition cond;
@@ -254,7 +258,9 @@ TEST_CASE("condition: a Timeout scope throws TimeoutError from wait with the loc
   });
 }
 
-TEST_CASE("condition: race: the waiter notify_one() chose is cancelled in the same instant: the next waiter gets the notification") {
+TEST_CASE(
+    "condition: race: the waiter notify_one() chose is cancelled in the same instant: the next waiter gets "
+    "the notification") {
   spindle::run([] {
     spindle::Lock lock;
     spindle::Condition cond;
@@ -282,7 +288,9 @@ TEST_CASE("condition: race: the waiter notify_one() chose is cancelled in the sa
   });
 }
 
-TEST_CASE("condition: race: wait_for whose own deadline passes as notify_one() chooses it passes the notification on") {
+TEST_CASE(
+    "condition: race: wait_for whose own deadline passes as notify_one() chooses it passes the notification "
+    "on") {
   spindle::ManualClock clock;
   spindle::run(spindle::RunOptions{.clock = &clock}, [&] {
     spindle::Lock lock;

@@ -139,7 +139,8 @@ TEST_CASE("event: wait_for returns false exactly at its deadline and true when s
   });
 }
 
-TEST_CASE("event: a Timeout scope throws TimeoutError from wait; cancel throws Cancelled; the event is unchanged") {
+TEST_CASE(
+    "event: a Timeout scope throws TimeoutError from wait; cancel throws Cancelled; the event is unchanged") {
   spindle::ManualClock clock;
   spindle::run(spindle::RunOptions{.clock = &clock}, [&] {
     spindle::Event e;

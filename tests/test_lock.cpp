@@ -230,7 +230,8 @@ TEST_CASE("lock: lock() by the owner throws resource_deadlock_would_occur instea
 TEST_CASE("lock: lock, try_lock and unlock outside a fiber throw std::logic_error naming the call") {
   spindle::Lock lock;
   CHECK(logic_error_text([&] { lock.lock(); }).find("spindle::Lock::lock") != std::string::npos);
-  CHECK(logic_error_text([&] { (void)lock.try_lock(); }).find("spindle::Lock::try_lock") != std::string::npos);
+  CHECK(logic_error_text([&] { (void)lock.try_lock(); }).find("spindle::Lock::try_lock") !=
+        std::string::npos);
   CHECK(logic_error_text([&] { lock.unlock(); }).find("spindle::Lock::unlock") != std::string::npos);
   CHECK(logic_error_text([&] { (void)lock.try_lock_for(1ms); }).find("outside a fiber") != std::string::npos);
   CHECK_FALSE(lock.locked());
@@ -287,7 +288,7 @@ TEST_CASE("lock: race: a waiter cancelled as unlock() hands it the lock passes i
     spindle::this_fiber::yield();  // w1 then w2 park in lock()
     w1.cancel();                   // w1 is readied as cancelled but has not run
     lock.unlock();                 // and is now handed the lock
-    w1.wait();  // w1 resumes first, passes the lock on; w2 then runs before us
+    w1.wait();                     // w1 resumes first, passes the lock on; w2 then runs before us
     CHECK(w1.cancelled());
     CHECK(log == std::vector<std::string>{"w1 cancelled", "w2 locked"});
     CHECK(lock.locked());  // w2's: it yields while holding it
@@ -298,7 +299,8 @@ TEST_CASE("lock: race: a waiter cancelled as unlock() hands it the lock passes i
   });
 }
 
-TEST_CASE("lock: race: a waiter cancelled as it is handed the lock, with nobody behind it, leaves the lock free") {
+TEST_CASE(
+    "lock: race: a waiter cancelled as it is handed the lock, with nobody behind it, leaves the lock free") {
   spindle::run([] {
     spindle::Lock lock;
     lock.lock();
@@ -347,7 +349,9 @@ TEST_CASE("lock: race: a waiter whose Timeout scope expires as it is handed the 
   });
 }
 
-TEST_CASE("lock: race: try_lock_for whose own deadline passes as it is handed the lock returns false and passes it on") {
+TEST_CASE(
+    "lock: race: try_lock_for whose own deadline passes as it is handed the lock returns false and passes it "
+    "on") {
   spindle::ManualClock clock;
   spindle::run(spindle::RunOptions{.clock = &clock}, [&] {
     spindle::Lock lock;
@@ -366,7 +370,9 @@ TEST_CASE("lock: race: try_lock_for whose own deadline passes as it is handed th
   });
 }
 
-TEST_CASE("lock: try_lock_for times out exactly at its deadline and succeeds when unlocked in time (manual clock)") {
+TEST_CASE(
+    "lock: try_lock_for times out exactly at its deadline and succeeds when unlocked in time (manual "
+    "clock)") {
   spindle::ManualClock clock;
   spindle::run(spindle::RunOptions{.clock = &clock}, [&] {
     spindle::Lock lock;
@@ -424,9 +430,8 @@ TEST_CASE("lock: waiting for a lock held by a fiber of another thread's schedule
     });
   });
   while (stage.load() != 1) std::this_thread::sleep_for(1ms);
-  spindle::run([&] {
-    CHECK(logic_error_text([&] { lock.lock(); }).find("another thread") != std::string::npos);
-  });
+  spindle::run(
+      [&] { CHECK(logic_error_text([&] { lock.lock(); }).find("another thread") != std::string::npos); });
   stage = 2;
   other.join();
   CHECK_FALSE(lock.locked());

@@ -85,6 +85,42 @@ TEST_CASE("queue: put and get with room or items are not suspension points") {
   });
 }
 
+TEST_CASE("queue: FIFO order survives the store growing while its items wrap around") {
+  spindle::run([] {
+    spindle::Queue<std::string> q;
+    int next_in = 0, next_out = 0;
+    // Put and get in uneven bursts so the ring's head moves around as it grows.
+    for (int burst = 1; burst <= 40; ++burst) {
+      for (int i = 0; i < burst * 3; ++i) q.put(std::to_string(next_in++));
+      for (int i = 0; i < burst * 2; ++i) CHECK(q.get() == std::to_string(next_out++));
+    }
+    while (!q.empty()) CHECK(q.get() == std::to_string(next_out++));
+    CHECK(next_out == next_in);
+  });
+}
+
+TEST_CASE("queue: items need not be default-constructible or copyable") {
+  struct Item {
+    explicit Item(int v) : value(std::make_unique<int>(v)) {}
+    std::unique_ptr<int> value;
+  };
+  spindle::run([] {
+    spindle::Queue<Item> q(2);
+    spindle::LifoQueue<Item> l;
+    auto consumer = spindle::spawn([&] {
+      int sum = 0;
+      for (int i = 0; i < 50; ++i) sum += *q.get().value;
+      return sum;
+    });
+    for (int i = 1; i <= 50; ++i) q.put(Item(i));
+    CHECK(consumer.join() == 1275);
+    l.put(Item(1));
+    l.put(Item(2));
+    CHECK(*l.get().value == 2);
+    CHECK(*l.try_get()->value == 1);
+  });
+}
+
 TEST_CASE("lifo queue: last in, first out") {
   spindle::run([] {
     spindle::LifoQueue<std::string> q;
@@ -146,7 +182,9 @@ TEST_CASE("queue: move-only items; a put that fails leaves the item with the cal
   });
 }
 
-TEST_CASE("queue: try_put/try_get return false/empty; put_nowait/get_nowait throw QueueFull/QueueEmpty; any thread") {
+TEST_CASE(
+    "queue: try_put/try_get return false/empty; put_nowait/get_nowait throw QueueFull/QueueEmpty; any "
+    "thread") {
   spindle::Queue<int> q(1);
   CHECK_FALSE(q.try_get().has_value());
   CHECK(error_text<spindle::QueueEmpty>([&] { (void)q.get_nowait(); }).find("spindle::Queue::get_nowait") !=
@@ -160,13 +198,15 @@ TEST_CASE("queue: try_put/try_get return false/empty; put_nowait/get_nowait thro
   std::thread([&] { q.put_nowait(4); }).join();
   CHECK(q.get_nowait() == 4);
   spindle::LifoQueue<int> l;
-  CHECK(error_text<spindle::QueueEmpty>([&] { (void)l.get_nowait(); }).find("spindle::LifoQueue::get_nowait") !=
-        std::string::npos);
+  CHECK(error_text<spindle::QueueEmpty>([&] {
+          (void)l.get_nowait();
+        }).find("spindle::LifoQueue::get_nowait") != std::string::npos);
 }
 
 TEST_CASE("queue: get of an empty queue outside a fiber throws std::logic_error naming the call") {
   spindle::Queue<int> q;
-  CHECK(error_text<std::logic_error>([&] { (void)q.get(); }).find("spindle::Queue::get") != std::string::npos);
+  CHECK(error_text<std::logic_error>([&] { (void)q.get(); }).find("spindle::Queue::get") !=
+        std::string::npos);
   CHECK_THROWS_AS((void)q.try_get_for(1ms), std::logic_error);
   q.put(1);
   CHECK(error_text<std::logic_error>([&] { q.join(); }).find("spindle::Queue::join") != std::string::npos);
@@ -175,13 +215,14 @@ TEST_CASE("queue: get of an empty queue outside a fiber throws std::logic_error 
 
 // ------------------------------------------------------------ waiting, FIFO
 
-TEST_CASE("queue: getters park while empty and are served FIFO; put hands the item straight to the longest getter") {
+TEST_CASE(
+    "queue: getters park while empty and are served FIFO; put hands the item straight to the longest "
+    "getter") {
   spindle::run([] {
     spindle::Queue<int> q;
     std::vector<std::pair<int, int>> got;  // (getter, item)
     std::vector<spindle::Task<void>> getters;
-    for (int g = 0; g < 4; ++g)
-      getters.push_back(spindle::spawn([&, g] { got.emplace_back(g, q.get()); }));
+    for (int g = 0; g < 4; ++g) getters.push_back(spindle::spawn([&, g] { got.emplace_back(g, q.get()); }));
     spindle::this_fiber::yield();
     for (int i = 10; i < 14; ++i) q.put(i);
     CHECK(q.empty());  // all four went straight to the getters
@@ -307,7 +348,8 @@ TEST_CASE("queue: after shutdown, puts throw QueueShutDown; gets drain what is l
     q.put(2);
     q.shutdown();
     CHECK(q.is_shut_down());
-    CHECK(error_text<spindle::QueueShutDown>([&] { q.put(3); }).find("spindle::Queue::put") != std::string::npos);
+    CHECK(error_text<spindle::QueueShutDown>([&] { q.put(3); }).find("spindle::Queue::put") !=
+          std::string::npos);
     CHECK_THROWS_AS(q.put_nowait(3), spindle::QueueShutDown);
     CHECK_THROWS_AS((void)q.try_put(3), spindle::QueueShutDown);
     CHECK(q.size() == 2);
@@ -458,7 +500,9 @@ TEST_CASE("queue: race: a getter cancelled as put() hands it an item gives it to
   });
 }
 
-TEST_CASE("queue: race: a getter cancelled as it is handed an item, with nobody behind it, puts it back at the head") {
+TEST_CASE(
+    "queue: race: a getter cancelled as it is handed an item, with nobody behind it, puts it back at the "
+    "head") {
   spindle::run([] {
     spindle::Queue<int> q(3);
     auto g = spindle::spawn([&] { return q.get(); });
@@ -505,7 +549,9 @@ TEST_CASE("queue: race: a LIFO getter gives an item back on top; a priority gett
   });
 }
 
-TEST_CASE("queue: race: try_get_for whose deadline passes as it is handed an item returns empty and gives it back") {
+TEST_CASE(
+    "queue: race: try_get_for whose deadline passes as it is handed an item returns empty and gives it "
+    "back") {
   spindle::ManualClock clock;
   spindle::run(spindle::RunOptions{.clock = &clock}, [&] {
     spindle::Queue<int> q;
@@ -518,7 +564,8 @@ TEST_CASE("queue: race: try_get_for whose deadline passes as it is handed an ite
   });
 }
 
-TEST_CASE("queue: race: a putter cancelled as a place is reserved for it passes the place to the next putter") {
+TEST_CASE(
+    "queue: race: a putter cancelled as a place is reserved for it passes the place to the next putter") {
   spindle::run([] {
     spindle::Queue<int> q(1);
     q.put(0);
@@ -537,7 +584,9 @@ TEST_CASE("queue: race: a putter cancelled as a place is reserved for it passes 
   });
 }
 
-TEST_CASE("queue: race: a putter cancelled as a place is reserved for it, with nobody behind it, leaves the place free") {
+TEST_CASE(
+    "queue: race: a putter cancelled as a place is reserved for it, with nobody behind it, leaves the place "
+    "free") {
   spindle::run([] {
     spindle::Queue<int> q(1);
     q.put(0);
@@ -553,7 +602,9 @@ TEST_CASE("queue: race: a putter cancelled as a place is reserved for it, with n
   });
 }
 
-TEST_CASE("queue: race: a getter handed an item, then cancelled, after shutdown(immediate): the item is discarded and done") {
+TEST_CASE(
+    "queue: race: a getter handed an item, then cancelled, after shutdown(immediate): the item is discarded "
+    "and done") {
   spindle::run([] {
     spindle::Queue<int> q;
     auto g = spindle::spawn([&] { return q.get(); });
@@ -569,7 +620,8 @@ TEST_CASE("queue: race: a getter handed an item, then cancelled, after shutdown(
 
 // ------------------------------------------------------------ cross-thread
 
-TEST_CASE("queue: a plain thread producer feeds fibers through a bounded queue; every item arrives exactly once") {
+TEST_CASE(
+    "queue: a plain thread producer feeds fibers through a bounded queue; every item arrives exactly once") {
   constexpr int kItems = 20000;
   spindle::Queue<int> q(8);
   std::vector<int> seen(kItems, 0);

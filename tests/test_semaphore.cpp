@@ -49,7 +49,8 @@ TEST_CASE("semaphore: starts with its value (1 by default); a negative value thr
   spindle::Semaphore zero(0);
   CHECK(zero.value() == 0);
   CHECK(zero.locked());
-  CHECK(invalid_argument_text([] { spindle::Semaphore s(-1); }).find("spindle::Semaphore") != std::string::npos);
+  CHECK(invalid_argument_text([] { spindle::Semaphore s(-1); }).find("spindle::Semaphore") !=
+        std::string::npos);
   CHECK_THROWS_AS(spindle::BoundedSemaphore(-2), std::invalid_argument);
 }
 
@@ -116,7 +117,8 @@ TEST_CASE("semaphore: a permit released while fibers wait goes to the longest wa
 
 TEST_CASE("semaphore: release of a negative count throws and changes nothing") {
   spindle::Semaphore s(1);
-  CHECK(invalid_argument_text([&] { s.release(-1); }).find("spindle::Semaphore::release") != std::string::npos);
+  CHECK(invalid_argument_text([&] { s.release(-1); }).find("spindle::Semaphore::release") !=
+        std::string::npos);
   CHECK(s.value() == 1);
   s.release(0);
   CHECK(s.value() == 1);
@@ -137,7 +139,9 @@ TEST_CASE("semaphore: acquire at zero outside a fiber throws std::logic_error na
   CHECK(s.value() == 0);
 }
 
-TEST_CASE("bounded semaphore: a release above the initial value throws (asyncio's ValueError) and changes nothing") {
+TEST_CASE(
+    "bounded semaphore: a release above the initial value throws (asyncio's ValueError) and changes "
+    "nothing") {
   spindle::run([] {
     spindle::BoundedSemaphore s(2);
     CHECK(s.max() == 2);
@@ -169,7 +173,9 @@ TEST_CASE("bounded semaphore: a release above the initial value throws (asyncio'
   });
 }
 
-TEST_CASE("semaphore: try_acquire_for times out exactly at its deadline; succeeds when released in time (manual clock)") {
+TEST_CASE(
+    "semaphore: try_acquire_for times out exactly at its deadline; succeeds when released in time (manual "
+    "clock)") {
   spindle::ManualClock clock;
   spindle::run(spindle::RunOptions{.clock = &clock}, [&] {
     spindle::Semaphore s(0);
@@ -230,7 +236,9 @@ TEST_CASE("semaphore: race: a waiter cancelled as release() hands it a permit gi
   });
 }
 
-TEST_CASE("semaphore: race: a waiter cancelled as it is handed a permit, with nobody behind it, returns it to the count") {
+TEST_CASE(
+    "semaphore: race: a waiter cancelled as it is handed a permit, with nobody behind it, returns it to the "
+    "count") {
   spindle::run([] {
     spindle::BoundedSemaphore s(1);
     s.acquire();
@@ -244,7 +252,9 @@ TEST_CASE("semaphore: race: a waiter cancelled as it is handed a permit, with no
   });
 }
 
-TEST_CASE("semaphore: race: try_acquire_for whose deadline passes as it is handed a permit returns false and gives it back") {
+TEST_CASE(
+    "semaphore: race: try_acquire_for whose deadline passes as it is handed a permit returns false and gives "
+    "it back") {
   spindle::ManualClock clock;
   spindle::run(spindle::RunOptions{.clock = &clock}, [&] {
     spindle::Semaphore s(0);
@@ -261,7 +271,9 @@ TEST_CASE("semaphore: race: try_acquire_for whose deadline passes as it is hande
   });
 }
 
-TEST_CASE("semaphore: race: a waiter whose Timeout scope expires as it is handed a permit throws and gives it back") {
+TEST_CASE(
+    "semaphore: race: a waiter whose Timeout scope expires as it is handed a permit throws and gives it "
+    "back") {
   spindle::ManualClock clock;
   spindle::run(spindle::RunOptions{.clock = &clock}, [&] {
     spindle::Semaphore s(0);
@@ -297,7 +309,8 @@ TEST_CASE("semaphore: release from a plain OS thread wakes a parked fiber (many 
   }
 }
 
-TEST_CASE("semaphore: a plain thread releasing 20,000 permits to four fibers: every one is taken exactly once") {
+TEST_CASE(
+    "semaphore: a plain thread releasing 20,000 permits to four fibers: every one is taken exactly once") {
   spindle::Semaphore s(0);
   constexpr int kPermits = 20000;
   std::atomic<int> taken{0};

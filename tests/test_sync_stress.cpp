@@ -55,10 +55,10 @@ struct World {
   spindle::Queue<std::uint64_t> queue{kQueueMax};
   spindle::Event event;
 
-  int holder = -1;         // worker inside the lock's critical section
-  long generation = 0;     // changed under the lock, announced through cond
-  long announced = 0;      // the last generation notified
-  int sem_held = 0;        // permits of sem held by workers
+  int holder = -1;      // worker inside the lock's critical section
+  long generation = 0;  // changed under the lock, announced through cond
+  long announced = 0;   // the last generation notified
+  int sem_held = 0;     // permits of sem held by workers
   int bsem_held = 0;
   std::uint64_t next_id = 0;
   std::vector<std::uint8_t> put_ok;     // by item id: put succeeded
@@ -81,9 +81,10 @@ struct World {
       violation(fmt::format("semaphore: value {} + held {} > {} at {}", v, sem_held, kSemPermits, where));
     const auto bv = bsem.value();
     if (bv < 0 || bsem_held < 0 || bv + bsem_held > kBoundedPermits)
-      violation(fmt::format("bounded semaphore: value {} + held {} > {} at {}", bv, bsem_held, kBoundedPermits,
-                            where));
-    if (queue.size() > kQueueMax) violation(fmt::format("queue holds {} > {} items at {}", queue.size(), kQueueMax, where));
+      violation(fmt::format("bounded semaphore: value {} + held {} > {} at {}", bv, bsem_held,
+                            kBoundedPermits, where));
+    if (queue.size() > kQueueMax)
+      violation(fmt::format("queue holds {} > {} items at {}", queue.size(), kQueueMax, where));
   }
 };
 
@@ -96,7 +97,8 @@ struct Inside {
     w.holder = me;
   }
   ~Inside() {
-    if (w.holder != me) w.violation(fmt::format("worker {} left but worker {} is marked inside", me, w.holder));
+    if (w.holder != me)
+      w.violation(fmt::format("worker {} left but worker {} is marked inside", me, w.holder));
     w.holder = -1;
   }
 };
@@ -120,7 +122,9 @@ struct Permit {
 // Deadlines fall on a 50 us grid so that many timers expire in the same
 // instant: the fibers readied first then hand things to the ones readied
 // (as timed out) after them, which is the race the hand-off rules are for.
-std::chrono::microseconds short_wait(std::mt19937& rng) { return std::chrono::microseconds(50 * (rng() % 7)); }
+std::chrono::microseconds short_wait(std::mt19937& rng) {
+  return std::chrono::microseconds(50 * (rng() % 7));
+}
 
 void pause(std::mt19937& rng) {
   switch (rng() % 4) {
@@ -134,7 +138,6 @@ void pause(std::mt19937& rng) {
       break;
   }
 }
-
 
 void put_item(World& w, std::mt19937& rng) {
   const std::uint64_t id = w.next_id++;
@@ -227,14 +230,16 @@ void step(World& w, int me, std::mt19937& rng) {
           World& w;
           int me;
           ~Reenter() {
-            if (w.holder != -1) w.violation(fmt::format("worker {} reacquired while {} is inside", me, w.holder));
+            if (w.holder != -1)
+              w.violation(fmt::format("worker {} reacquired while {} is inside", me, w.holder));
             w.holder = me;
           }
         };
         w.holder = -1;
         Reenter reenter{w, me};
         const bool changed = w.cond.wait_for(lk, short_wait(rng), [&] { return w.generation != seen; });
-        if (changed && w.announced != w.generation) w.violation("a condition waiter saw an unannounced state");
+        if (changed && w.announced != w.generation)
+          w.violation("a condition waiter saw an unannounced state");
       }
       break;
     }
@@ -353,11 +358,13 @@ void run_world(World& w, int workers) {
   });
   for (std::uint64_t id = 0; id < w.next_id; ++id)
     if (w.put_ok[id] != w.delivered[id])
-      w.violation(fmt::format("item {}: put {} time(s), delivered {} time(s)", id, w.put_ok[id], w.delivered[id]));
+      w.violation(
+          fmt::format("item {}: put {} time(s), delivered {} time(s)", id, w.put_ok[id], w.delivered[id]));
   if (w.holder != -1) w.violation("a worker is still marked inside the critical section");
   if (w.lock.locked()) w.violation("the lock is still locked");
   if (w.sem.value() != kSemPermits) w.violation(fmt::format("semaphore ends at {}", w.sem.value()));
-  if (w.bsem.value() != kBoundedPermits) w.violation(fmt::format("bounded semaphore ends at {}", w.bsem.value()));
+  if (w.bsem.value() != kBoundedPermits)
+    w.violation(fmt::format("bounded semaphore ends at {}", w.bsem.value()));
   try {
     w.bsem.release();
     w.violation("a bounded semaphore release above the bound did not throw");
@@ -374,10 +381,10 @@ TEST_CASE("sync stress: workers lock, wait, acquire, put and get while a chaos f
     w.seed = seed;
     w.target_ops = 20'000;
     run_world(w, 24);
-    MESSAGE(fmt::format("seed {}: {} steps ({} lock sections, {} puts, {} gets), {} timeouts, {} cancels", seed,
-                        w.ops, w.lock_sections, w.puts, w.gets, w.timeouts, w.cancels));
-    CHECK_MESSAGE(w.violations == 0, fmt::format("seed {}: {} violations, first: {}", seed, w.violations,
-                                                 w.first_violation));
+    MESSAGE(fmt::format("seed {}: {} steps ({} lock sections, {} puts, {} gets), {} timeouts, {} cancels",
+                        seed, w.ops, w.lock_sections, w.puts, w.gets, w.timeouts, w.cancels));
+    CHECK_MESSAGE(w.violations == 0,
+                  fmt::format("seed {}: {} violations, first: {}", seed, w.violations, w.first_violation));
     CHECK(w.ops >= 20'000);
     CHECK(w.puts > 1000);
     CHECK(w.gets > 1000);
@@ -385,7 +392,8 @@ TEST_CASE("sync stress: workers lock, wait, acquire, put and get while a chaos f
   }
 }
 
-TEST_CASE("sync stress: plain threads put and release while fibers get and acquire with timeouts and cancels") {
+TEST_CASE(
+    "sync stress: plain threads put and release while fibers get and acquire with timeouts and cancels") {
   for (std::uint32_t seed : seeds({7, 8})) {
     CAPTURE(seed);
     constexpr int kThreads = 2;
@@ -442,7 +450,8 @@ TEST_CASE("sync stress: plain threads put and release while fibers get and acqui
         if (++seen[*v] > 1) FAIL(fmt::format("seed {}: item {} delivered twice (drained)", seed, *v));
       while (sem.try_acquire()) ++acquired;
     });
-    MESSAGE(fmt::format("seed {}: {} items, {} permits, {} cancels", seed, seen.size(), released.load(), cancels));
+    MESSAGE(fmt::format("seed {}: {} items, {} permits, {} cancels", seed, seen.size(), released.load(),
+                        cancels));
     CHECK(std::all_of(seen.begin(), seen.end(), [](std::uint8_t n) { return n == 1; }));
     CHECK(acquired == released.load());
     CHECK(sem.value() == 0);

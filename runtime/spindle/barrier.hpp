@@ -73,7 +73,7 @@ class Barrier {
   std::size_t parties_;
   bool broken_ = false;
   detail::Scheduler* sched_ = nullptr;  // the waiters' scheduler, while there are any
-  detail::WaitList waiters_;  // parked fibers in arrival order; value = outcome
+  detail::WaitList waiters_;            // parked fibers in arrival order; value = outcome
 };
 
 }  // namespace spindle

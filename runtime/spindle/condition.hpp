@@ -51,7 +51,9 @@ class Condition {
   Condition& operator=(const Condition&) = delete;
   ~Condition();
 
-  void wait(std::unique_lock<Lock>& lk) { (void)wait_until_ns(lk, detail::kNoDeadline, "spindle::Condition::wait"); }
+  void wait(std::unique_lock<Lock>& lk) {
+    (void)wait_until_ns(lk, detail::kNoDeadline, "spindle::Condition::wait");
+  }
 
   template <class Predicate>
   void wait(std::unique_lock<Lock>& lk, Predicate pred) {

@@ -51,7 +51,9 @@ class Event {
   bool wait_for(std::chrono::duration<Rep, Period> d) {
     return wait_until(detail::deadline_after(spindle::now(), d));
   }
-  bool wait_until(TimePoint deadline) { return wait_until_ns(detail::to_ns(deadline), "spindle::Event::wait_until"); }
+  bool wait_until(TimePoint deadline) {
+    return wait_until_ns(detail::to_ns(deadline), "spindle::Event::wait_until");
+  }
 
  private:
   bool wait_until_ns(std::int64_t deadline_ns, const char* call);

@@ -79,12 +79,11 @@ class Lock {
 
   // Releases the lock, handing it to the longest waiter if there is one.
   void unlock() {
-    detail::Fiber* f = detail::current_fiber();
-    if (owner_ == f && f != nullptr && waiters_.empty()) [[likely]] {
+    if (owner_ != nullptr && waiters_.empty() && on_stack_of(owner_)) [[likely]] {
       owner_ = nullptr;
       return;
     }
-    unlock_slow(f);
+    unlock_slow(detail::current_fiber());
   }
 
   // True while some fiber holds the lock (asyncio's locked()).
@@ -93,6 +92,14 @@ class Lock {
  private:
   friend class Condition;
 
+  // True when the calling code runs on f's stack, i.e. is f: the owner check
+  // of unlock() without a thread-local lookup. A frame elsewhere (the
+  // thread's own stack, an ASan fake stack) fails it and takes the slow
+  // path, which asks the scheduler.
+  static bool on_stack_of(const detail::Fiber* f) noexcept {
+    const auto frame = reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0));
+    return frame - reinterpret_cast<std::uintptr_t>(f->stack_base) < f->stack_size;
+  }
   bool lock_until(detail::Fiber* f, std::int64_t deadline_ns, const char* call);
   void unlock_slow(detail::Fiber* f);
   // Gives the lock to the first waiter, or frees it. The caller owns it.

@@ -56,8 +56,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <condition_variable>
 #include <concepts>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -100,8 +100,8 @@ namespace detail {
 // wait on a condition variable of their own instead of parking.
 struct QueueWaiter : WaitNode {
   std::condition_variable_any* thread_cv = nullptr;  // a plain thread's; null for a fiber
-  void* slot = nullptr;                          // getters: their std::optional<T>
-  bool shut_down = false;                        // woken by shutdown(), handed nothing
+  void* slot = nullptr;                              // getters: their std::optional<T>
+  bool shut_down = false;                            // woken by shutdown(), handed nothing
 };
 
 // The names of one queue type's calls, for errors.
@@ -146,9 +146,7 @@ class QueueCore {
   using GiveBack = void (*)(QueueCore* core, void* slot);
 
   // All of the following run with mu_ held.
-  bool room_locked() const noexcept {
-    return maxsize_ == 0 || count_ + in_flight_ + reserved_ < maxsize_;
-  }
+  bool room_locked() const noexcept { return maxsize_ == 0 || count_ + in_flight_ + reserved_ < maxsize_; }
   bool may_put_now_locked() const noexcept { return putters_.empty() && room_locked(); }
   // Reserves free places for the longest waiting putters.
   void grant_room_locked() noexcept {
@@ -176,15 +174,15 @@ class QueueCore {
   mutable SyncMutex mu_;
   const std::size_t maxsize_;  // 0: unbounded
   // All guarded by mu_.
-  std::size_t count_ = 0;      // items in the store
-  std::size_t in_flight_ = 0;  // items handed to getters that have not resumed yet
-  std::size_t reserved_ = 0;   // places granted to putters that have not resumed yet
-  std::size_t unfinished_ = 0; // items put and not yet task_done()
+  std::size_t count_ = 0;       // items in the store
+  std::size_t in_flight_ = 0;   // items handed to getters that have not resumed yet
+  std::size_t reserved_ = 0;    // places granted to putters that have not resumed yet
+  std::size_t unfinished_ = 0;  // items put and not yet task_done()
   bool shut_down_ = false;
-  bool immediate_ = false;     // shutdown(true): given-back items are discarded
-  WaitList getters_;           // fibers; empty whenever count_ > 0
-  WaitList putters_;           // fibers and plain threads; empty whenever there is room
-  WaitList joiners_;           // fibers parked in join()
+  bool immediate_ = false;  // shutdown(true): given-back items are discarded
+  WaitList getters_;        // fibers; empty whenever count_ > 0
+  WaitList putters_;        // fibers and plain threads; empty whenever there is room
+  WaitList joiners_;        // fibers parked in join()
 };
 
 // Item stores: the only difference between the three queues.
@@ -203,11 +201,11 @@ class FifoStore {
     while (size_ > 0) (void)pop();
     std::allocator<T>().deallocate(items_, capacity_);
   }
-  static constexpr QueueCalls kCalls{
-      "spindle::Queue::put",      "spindle::Queue::try_put", "spindle::Queue::try_put_until",
-      "spindle::Queue::put_nowait", "spindle::Queue::get",   "spindle::Queue::try_get",
-      "spindle::Queue::try_get_until", "spindle::Queue::get_nowait", "spindle::Queue::task_done",
-      "spindle::Queue::join"};
+  static constexpr QueueCalls kCalls{"spindle::Queue::put",           "spindle::Queue::try_put",
+                                     "spindle::Queue::try_put_until", "spindle::Queue::put_nowait",
+                                     "spindle::Queue::get",           "spindle::Queue::try_get",
+                                     "spindle::Queue::try_get_until", "spindle::Queue::get_nowait",
+                                     "spindle::Queue::task_done",     "spindle::Queue::join"};
   template <class U>
   void push(U&& v) {
     if (size_ == capacity_) grow();
@@ -262,11 +260,11 @@ class FifoStore {
 template <class T>
 class LifoStore {
  public:
-  static constexpr QueueCalls kCalls{
-      "spindle::LifoQueue::put",        "spindle::LifoQueue::try_put", "spindle::LifoQueue::try_put_until",
-      "spindle::LifoQueue::put_nowait", "spindle::LifoQueue::get",     "spindle::LifoQueue::try_get",
-      "spindle::LifoQueue::try_get_until", "spindle::LifoQueue::get_nowait", "spindle::LifoQueue::task_done",
-      "spindle::LifoQueue::join"};
+  static constexpr QueueCalls kCalls{"spindle::LifoQueue::put",           "spindle::LifoQueue::try_put",
+                                     "spindle::LifoQueue::try_put_until", "spindle::LifoQueue::put_nowait",
+                                     "spindle::LifoQueue::get",           "spindle::LifoQueue::try_get",
+                                     "spindle::LifoQueue::try_get_until", "spindle::LifoQueue::get_nowait",
+                                     "spindle::LifoQueue::task_done",     "spindle::LifoQueue::join"};
   template <class U>
   void push(U&& v) {
     items_.emplace_back(std::forward<U>(v));
@@ -291,11 +289,11 @@ template <class T, class Compare>
 class PriorityStore {
  public:
   static constexpr QueueCalls kCalls{
-      "spindle::PriorityQueue::put",        "spindle::PriorityQueue::try_put",
+      "spindle::PriorityQueue::put",           "spindle::PriorityQueue::try_put",
       "spindle::PriorityQueue::try_put_until", "spindle::PriorityQueue::put_nowait",
-      "spindle::PriorityQueue::get",        "spindle::PriorityQueue::try_get",
+      "spindle::PriorityQueue::get",           "spindle::PriorityQueue::try_get",
       "spindle::PriorityQueue::try_get_until", "spindle::PriorityQueue::get_nowait",
-      "spindle::PriorityQueue::task_done",    "spindle::PriorityQueue::join"};
+      "spindle::PriorityQueue::task_done",     "spindle::PriorityQueue::join"};
   template <class U>
   void push(U&& v) {
     add(T(std::forward<U>(v)), next_++);
@@ -353,13 +351,11 @@ class BasicQueue : public QueueCore {
   // Puts an item, parking (or blocking a plain thread) while the queue is
   // full. The item is moved from only if it was put.
   template <class U = T>
-    requires std::constructible_from<T, U&&>
-  void put(U&& item) {
-    (void)put_until(std::forward<U>(item), kNoDeadline, Store::kCalls.put);
-  }
+  requires std::constructible_from<T, U&&>
+  void put(U&& item) { (void)put_until(std::forward<U>(item), kNoDeadline, Store::kCalls.put); }
   // Puts the item if that needs no waiting; false when the queue is full.
   template <class U = T>
-    requires std::constructible_from<T, U&&>
+  requires std::constructible_from<T, U&&>
   bool try_put(U&& item) {
     std::lock_guard lk(mu_);
     if (shut_down_) throw_shut_down(Store::kCalls.try_put);
@@ -369,7 +365,7 @@ class BasicQueue : public QueueCore {
   }
   // As try_put, but a full queue throws QueueFull.
   template <class U = T>
-    requires std::constructible_from<T, U&&>
+  requires std::constructible_from<T, U&&>
   void put_nowait(U&& item) {
     std::lock_guard lk(mu_);
     if (shut_down_) throw_shut_down(Store::kCalls.put_nowait);
@@ -378,12 +374,12 @@ class BasicQueue : public QueueCore {
   }
   // As put, giving up (false, item untouched) once the deadline passed.
   template <class U = T, class Rep, class Period>
-    requires std::constructible_from<T, U&&>
+  requires std::constructible_from<T, U&&>
   bool try_put_for(U&& item, std::chrono::duration<Rep, Period> d) {
     return try_put_until(std::forward<U>(item), detail::deadline_after(spindle::now(), d));
   }
   template <class U = T>
-    requires std::constructible_from<T, U&&>
+  requires std::constructible_from<T, U&&>
   bool try_put_until(U&& item, TimePoint deadline) {
     return put_until(std::forward<U>(item), to_ns(deadline), Store::kCalls.try_put_until);
   }

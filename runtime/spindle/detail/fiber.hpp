@@ -143,7 +143,11 @@ void ready(Fiber* f, WakeReason r = WakeReason::ready) noexcept;
 // Readies `node`'s fiber from any thread; the caller must hold the lock of
 // the primitive the node was (and no longer is) linked in, so the waiter can
 // tell a wake is in flight. Routes to the waiter's scheduler through the
-// poller's wake when called from another thread.
+// poller's wake when called from another thread. Contract for the waiter:
+// after resuming, it takes the primitive's lock again before it returns,
+// even when woken with `ready`, so that a waker on another thread has left
+// ready_node (and stopped touching the waiter's scheduler) before the waiter
+// can move on, end its fiber, or let run() tear the scheduler down.
 void ready_node(WaitNode& node) noexcept;
 
 // After a waiter finds its node unlinked (handed a wake) but was resumed for
