@@ -188,7 +188,9 @@ Fiber* Scheduler::next_runnable() noexcept {
 
 WakeReason Scheduler::park(Fiber* f, std::int64_t deadline) noexcept {
   SPINDLE_ASSERT(f == running_, "park() of a fiber that is not running");
-  const int depth = std::uncaught_exceptions();
+  // std::uncaught_exceptions() without the call into libstdc++: the thread's
+  // exception globals hold the running fiber's state (runtime/context.cpp).
+  const int depth = static_cast<int>(eh_globals_->uncaught);
   f->interruptible = depth == 0 && f->shield_depth == 0;
   if (f->interruptible && f->cancel_requested) return WakeReason::cancelled;
   std::int64_t effective = std::min(deadline, scope_deadline_at(f, depth));
