@@ -25,6 +25,32 @@
 //                        one kernel write. A wake sent before wait() starts is
 //                        not lost: that wait returns at once.
 //   name()               "epoll" or "kqueue".
+//
+// Event sources that are not fds (signals, child exits). The scheduler hands
+// in a slot from its own table of source slots (never freed while it runs,
+// sequence-tagged like fd slots); their events come back as `readable`.
+//
+//   add_signal(signo, slot)   from now on a delivery of signo reports the
+//                        slot readable (edge). The backend also stops the
+//                        signal's default action while it is watched: epoll
+//                        blocks signo in the calling thread and reads it from
+//                        a signalfd; kqueue sets SIG_IGN and uses
+//                        EVFILT_SIGNAL. At most one watch per signo. Throws
+//                        std::system_error naming the call and the signal.
+//   take_signal(signo)   deliveries of signo since the last take (coalesced
+//                        deliveries count once or more, never zero if one
+//                        happened); 0 when none. Never blocks, noexcept.
+//   remove_signal(signo) ends the watch and restores the mask or disposition
+//                        add_signal changed. Harmless if not watched.
+//   add_process(pid, slot)    the slot is reported readable once child pid
+//                        has exited, at the next wait if it already has (a
+//                        zombie counts). Never reaps: the caller reaps with
+//                        waitpid(pid, WNOHANG) after the event, so the exit
+//                        status is read in one portable way. Throws
+//                        std::system_error("pidfd_open(pid=N)") or
+//                        ("kevent(EVFILT_PROC, pid=N)").
+//   remove_process(pid)  ends the watch, before or after reaping. Harmless
+//                        if not watched.
 #pragma once
 
 #if defined(SPINDLE_POLLER_KQUEUE)
