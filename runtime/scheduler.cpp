@@ -211,18 +211,14 @@ void Scheduler::ready(Fiber* f, WakeReason r) noexcept {
   push(f);
 }
 
+// The hot path of this_fiber::yield: no call that needs saved registers,
+// so the function compiles to a handful of loads and stores and a tail jump
+// into switch_context. Everything rare (the poll every kPollInterval
+// switches, an empty run queue) is in yield_slow.
 [[gnu::always_inline]] inline void Scheduler::yield(Fiber* f) noexcept {
-  if ((++ticks_ & (kPollInterval - 1)) == 0) [[unlikely]]
-    poll(false);
   Fiber* next = head_;
-  if (!next) [[unlikely]] {
-    // Alone: a timer may have fallen due (a manual clock just moved); its
-    // fiber runs now, as clock.hpp promises, not kPollInterval yields later.
-    if (timers_.empty()) return;
-    expire_timers();
-    next = head_;
-    if (!next) return;
-  }
+  if ((++ticks_ & (kPollInterval - 1)) == 0 || !next) [[unlikely]]
+    return yield_slow(f);
   f->next = nullptr;
   if (next == tail_) {
     // One other fiber: the common ping-pong, without the general queue walk.
@@ -233,6 +229,21 @@ void Scheduler::ready(Fiber* f, WakeReason r) noexcept {
     tail_ = f;
   }
   switch_to(f, next);
+}
+
+[[gnu::noinline]] void Scheduler::yield_slow(Fiber* f) noexcept {
+  if ((ticks_ & (kPollInterval - 1)) == 0) poll(false);
+  if (!head_) {
+    // Alone: a timer may have fallen due (a manual clock just moved); its
+    // fiber runs now, as clock.hpp promises, not kPollInterval yields later.
+    if (timers_.empty()) return;
+    expire_timers();
+    if (!head_) return;
+  }
+  f->next = nullptr;
+  tail_->next = f;
+  tail_ = f;
+  switch_to(f, pop());
 }
 
 void Scheduler::request_cancel(Fiber* f) noexcept {
@@ -625,13 +636,26 @@ TimePoint now() noexcept { return TimePoint(std::chrono::nanoseconds(detail::now
 
 namespace this_fiber {
 
+namespace {
+// Out of line so that yield() itself saves no registers (see Scheduler::yield).
+[[gnu::noinline, noreturn]] void yield_outside_fiber() {
+  throw std::logic_error("spindle::this_fiber::yield called outside a fiber (no spindle::run on this thread)");
+}
+
+[[gnu::noinline]] void yield_checked(detail::Scheduler* s, detail::Fiber* f) {
+  detail::check_interrupt(s, f, "spindle::this_fiber::yield");
+  s->yield(f);
+}
+}  // namespace
+
 void yield() {
   using namespace detail;
   Scheduler* s = Scheduler::current();
-  if (!s) throw std::logic_error("spindle::this_fiber::yield called outside a fiber (no spindle::run on this thread)");
+  if (!s) [[unlikely]]
+    return yield_outside_fiber();
   Fiber* f = s->running();
   if (f->cancel_requested || f->scope_deadline != kNoDeadline) [[unlikely]]
-    check_interrupt(s, f, "spindle::this_fiber::yield");
+    return yield_checked(s, f);
   s->yield(f);
 }
 

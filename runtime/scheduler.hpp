@@ -60,6 +60,7 @@ class Scheduler {
   WakeReason park(Fiber* f, std::int64_t deadline_ns) noexcept;
   void ready(Fiber* f, WakeReason r) noexcept;
   void yield(Fiber* f) noexcept;
+  void yield_slow(Fiber* f) noexcept;
   void request_cancel(Fiber* f) noexcept;
   // Any thread: ready `f` if it is still in the park numbered `seq`.
   void post_remote(Fiber* f, std::uint32_t seq) noexcept;
