@@ -180,8 +180,19 @@ void Scheduler::finish_run(Fiber* root) noexcept {
   switch_context(from, to);
 }
 
-Fiber* Scheduler::next_runnable() noexcept {
-  if ((++ticks_ & (kPollInterval - 1)) == 0) poll(false);
+// The fast path (a runnable fiber, no poll due) is inlined into park and
+// fiber exit; polling and the idle wait are out of line.
+[[gnu::always_inline]] inline Fiber* Scheduler::next_runnable() noexcept {
+  Fiber* next = head_;
+  if ((++ticks_ & (kPollInterval - 1)) == 0 || !next) [[unlikely]]
+    return next_runnable_slow();
+  head_ = next->next;
+  if (!head_) tail_ = nullptr;
+  return next;
+}
+
+[[gnu::noinline]] Fiber* Scheduler::next_runnable_slow() noexcept {
+  if ((ticks_ & (kPollInterval - 1)) == 0) poll(false);
   while (!head_) poll(true);
   return pop();
 }
@@ -193,7 +204,10 @@ WakeReason Scheduler::park(Fiber* f, std::int64_t deadline) noexcept {
   const int depth = static_cast<int>(eh_globals_->uncaught);
   f->interruptible = depth == 0 && f->shield_depth == 0;
   if (f->interruptible && f->cancel_requested) return WakeReason::cancelled;
-  std::int64_t effective = std::min(deadline, scope_deadline_at(f, depth));
+  std::int64_t effective = deadline;
+  // No scope in force (the common case) needs no walk of the scope records.
+  if (f->scope_deadline != kNoDeadline) [[unlikely]]
+    effective = std::min(deadline, scope_deadline_at(f, depth));
   f->state = FiberState::parked;
   f->wake_reason = WakeReason::ready;
   if (effective != kNoDeadline) timers_.add(f, effective);
@@ -358,6 +372,34 @@ void Scheduler::forget(int fd) noexcept {
   s.read_ready = s.write_ready = false;
   if (s.reader) ready(std::exchange(s.reader, nullptr), WakeReason::closed);
   if (s.writer) ready(std::exchange(s.writer, nullptr), WakeReason::closed);
+}
+
+// ------------------------------------------------------- source slots
+
+IoSlot& Scheduler::acquire_source_slot() {
+  if (free_sources_.empty()) {
+    // Chunks keep every slot's address fixed for the scheduler's lifetime.
+    auto chunk = std::make_unique<IoSlot[]>(kSourceChunk);
+    free_sources_.reserve(free_sources_.size() + kSourceChunk);
+    for (std::size_t i = kSourceChunk; i-- > 0;) free_sources_.push_back(&chunk[i]);
+    source_chunks_.push_back(std::move(chunk));
+  }
+  IoSlot* s = free_sources_.back();
+  free_sources_.pop_back();
+  s->registered = true;
+  ++watched_fds_;
+  return *s;
+}
+
+void Scheduler::release_source_slot(IoSlot& s) noexcept {
+  SPINDLE_ASSERT(s.registered, "release of a source slot that is not in use");
+  --watched_fds_;
+  ++s.seq;
+  s.registered = false;
+  s.read_ready = s.write_ready = false;
+  if (s.reader) ready(std::exchange(s.reader, nullptr), WakeReason::closed);
+  if (s.writer) ready(std::exchange(s.writer, nullptr), WakeReason::closed);
+  free_sources_.push_back(&s);
 }
 
 // ======================================================= the wait API
@@ -727,30 +769,43 @@ Shield::~Shield() {
 
 // ---------------------------------------------------------- fd waits
 
-namespace {
-void wait_io(int fd, bool write, const char* call) {
-  using namespace detail;
-  Fiber* f = enter_wait(call);
-  Scheduler* s = f->sched;
-  IoSlot& slot = s->slot_for(fd);
+namespace detail {
+
+WakeReason park_on_slot(Fiber* f, IoSlot& slot, bool write, SlotName name) noexcept {
   bool& edge = write ? slot.write_ready : slot.read_ready;
   if (edge) {
     edge = false;
-    return;
+    return WakeReason::ready;
   }
   Fiber*& waiter = write ? slot.writer : slot.reader;
   // A waiter that a cancellation or a Timeout readied, but that has not run
   // yet, still sits in the slot: it no longer waits (and on resuming clears
-  // only its own entry), so another fiber may take the fd over.
+  // only its own entry), so another fiber may take the slot over.
   SPINDLE_ASSERT(waiter == nullptr || waiter->state != FiberState::parked,
-                 fmt::format("two fibers wait on fd={} in one direction", fd));
+                 fmt::format("two fibers wait on {}={} in one direction", name.key, name.value));
   waiter = f;
   WakeReason r = park(kNoDeadline);
   // The slot may have been forgotten and reused meanwhile; only clear our own entry.
   if (waiter == f) waiter = nullptr;
+  return r;
+}
+
+void wait_slot(Fiber* f, IoSlot& slot, bool write, const char* call, SlotName name) {
+  const WakeReason r = park_on_slot(f, slot, write, name);
   if (r == WakeReason::closed)
-    platform::throw_system_error(EBADF, fmt::format("{}(fd={}): fd was forgotten while waiting", call, fd));
+    platform::throw_system_error(
+        EBADF, fmt::format("{}({}={}): {} was forgotten while waiting", call, name.key, name.value, name.key));
   leave_wait(r, kNoDeadline, call);
+}
+
+}  // namespace detail
+
+namespace {
+void wait_io(int fd, bool write, const char* call) {
+  using namespace detail;
+  Fiber* f = enter_wait(call);
+  IoSlot& slot = f->sched->slot_for(fd);
+  wait_slot(f, slot, write, call, SlotName{"fd", fd});
 }
 }  // namespace
 

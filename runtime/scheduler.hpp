@@ -70,6 +70,17 @@ class Scheduler {
   IoSlot& slot_for(int fd);
   void forget(int fd) noexcept;
 
+  // --- event sources that are not fds (signals, child exits) ---
+  // A slot to hand to poller().add_signal / add_process. Source slots come
+  // from their own pool, are never freed while the scheduler runs (a late
+  // kernel event may still name one) and count as watched, so a busy run
+  // queue still polls for them. Release only after the poller forgot every
+  // source registered with the slot: release bumps seq, so events already
+  // queued for it drop, and readies a fiber still parked on it with `closed`.
+  IoSlot& acquire_source_slot();
+  void release_source_slot(IoSlot& slot) noexcept;
+  platform::Poller& poller() noexcept { return poller_; }
+
   std::int64_t now() const noexcept;
   std::size_t live_fibers() const noexcept { return live_; }
   const StackPool& stacks() const noexcept { return stacks_; }
@@ -93,6 +104,7 @@ class Scheduler {
     return f;
   }
   Fiber* next_runnable() noexcept;
+  Fiber* next_runnable_slow() noexcept;
   void switch_to(Fiber* from, Fiber* to) noexcept;
   void poll(bool may_block) noexcept;
   void dispatch_io() noexcept;
@@ -119,9 +131,14 @@ class Scheduler {
   StackPool stacks_;
   platform::Poller poller_;
   ReadyList events_;
+  // Registered fds plus source slots in use: while non-zero, the fairness
+  // poll in next_runnable() asks the kernel too.
   std::size_t watched_fds_ = 0;
   static constexpr std::size_t kSlotChunk = 1024;
   std::vector<std::unique_ptr<IoSlot[]>> slots_;
+  static constexpr std::size_t kSourceChunk = 64;
+  std::vector<std::unique_ptr<IoSlot[]>> source_chunks_;
+  std::vector<IoSlot*> free_sources_;
 
   // Cross-thread wakes; remote_mu_ guards remote_.
   struct RemoteWake {
@@ -136,6 +153,25 @@ class Scheduler {
   // sigaltstack owned for the overflow handler, if this thread had none.
   void* altstack_ = nullptr;
 };
+
+// What a slot wait is for, in error messages: {"fd", 7} prints "fd=7".
+struct SlotName {
+  const char* key;
+  long long value;
+};
+
+// Parks the running fiber `f` (past enter_wait) on one direction of `slot`
+// until the poller reports it, unless an edge is already recorded there (it
+// is consumed and `ready` returned at once). Returns why the fiber resumed,
+// its entry in the slot withdrawn; throws nothing, so the caller can undo
+// its own registrations before leave_wait. Two fibers parked on one
+// direction of a slot is a bug (assert).
+WakeReason park_on_slot(Fiber* f, IoSlot& slot, bool write, SlotName name) noexcept;
+
+// park_on_slot, then leave_wait: the body of wait_readable/wait_writable and
+// of waits on source slots. A slot forgotten or released meanwhile throws
+// std::system_error(EBADF) "CALL(KEY=VALUE): KEY was forgotten while waiting".
+void wait_slot(Fiber* f, IoSlot& slot, bool write, const char* call, SlotName name);
 
 // runtime/context.cpp: the only code that switches stacks.
 void init_context(Fiber* f) noexcept;
