@@ -21,8 +21,12 @@
 #include "platform/poller_epoll.hpp"
 
 #include <fmt/core.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -55,6 +59,10 @@ constexpr std::uint64_t kWakeToken = 0;
 // profile, valgrind), not of one poller, so the first poller to meet ENOSYS
 // settles it for all; relaxed, because a stale true costs one more ENOSYS.
 std::atomic<bool> have_pwait2{true};
+
+// Likewise for pidfd_open (Linux 5.3; valgrind 3.19 does not know it): once
+// it said ENOSYS, add_process fails at once and callers use their fallback.
+std::atomic<bool> have_pidfd{true};
 
 static_assert(std::atomic<bool>::is_always_lock_free,
               "wake() must be async-signal-safe");
@@ -129,6 +137,10 @@ EpollPoller::EpollPoller()
 }
 
 EpollPoller::~EpollPoller() {
+  // Watches still open end here, so the thread's signal mask is restored
+  // even if their owners never removed them.
+  while (!signals_.empty()) remove_signal(signals_.back().signo);
+  for (const auto& [pid, fd] : processes_) ::close(fd);
   // Not retried on EINTR: on Linux the descriptor is gone either way.
   ::close(wake_fd_);
   ::close(epfd_);
@@ -154,6 +166,127 @@ void EpollPoller::remove(int fd) {
   if (err == EBADF || err == ENOENT || err == EPERM) return;
   throw_system_error(err, fmt::format("epoll_ctl(DEL, fd={})", fd));
 }
+
+// ------------------------------------------------------------ signals
+//
+// A signal can only be read from a signalfd while it is blocked: otherwise
+// the kernel delivers it (default action or handler) before anyone reads.
+// So the watch blocks it in this thread, and remembers whether it already
+// was, to give the mask back exactly as it found it. A process-directed
+// signal goes to some thread that does not block it, so the other threads of
+// the process must block it too (spindle's own threads block everything).
+// The signalfd is registered edge-triggered: the kernel wakes signalfd
+// readers once per new pending signal, and take_signal drains to EAGAIN, so
+// every delivery after a take produces a new edge.
+
+void EpollPoller::add_signal(int signo, detail::IoSlot& slot) {
+  for (const SignalWatch& w : signals_) {
+    if (w.signo == signo)
+      throw_system_error(EEXIST, fmt::format("add_signal(signal={}): already watched", signo));
+  }
+  sigset_t set;
+  sigemptyset(&set);
+  if (sigaddset(&set, signo) != 0) throw_system_error(errno, fmt::format("sigaddset(signal={})", signo));
+  sigset_t old;
+  // pthread_sigmask returns its error instead of setting errno.
+  if (const int err = ::pthread_sigmask(SIG_BLOCK, &set, &old); err != 0)
+    throw_system_error(err, fmt::format("pthread_sigmask(SIG_BLOCK, signal={})", signo));
+  const bool was_blocked = sigismember(&old, signo) == 1;
+  auto unblock = [&] {
+    if (!was_blocked) ::pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+  };
+
+  const int fd = ::signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    unblock();
+    throw_system_error(err, fmt::format("signalfd(signal={})", signo));
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLET;
+  ev.data.u64 = pack(&slot, slot.seq);
+  if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) < 0) {
+    const int err = errno;
+    ::close(fd);
+    unblock();
+    throw_system_error(err, fmt::format("epoll_ctl(ADD, signalfd={}, signal={})", fd, signo));
+  }
+  signals_.push_back(SignalWatch{.signo = signo, .fd = fd, .was_blocked = was_blocked});
+}
+
+int EpollPoller::take_signal(int signo) noexcept {
+  auto it = std::find_if(signals_.begin(), signals_.end(), [&](const SignalWatch& w) { return w.signo == signo; });
+  if (it == signals_.end()) return 0;
+  int count = 0;
+  // Several at once: real-time signals queue one record per delivery.
+  signalfd_siginfo info[8];
+  for (;;) {
+    const ssize_t r = retry_eintr([&] { return ::read(it->fd, info, sizeof info); });
+    if (r < 0) {
+      SPINDLE_ASSERT(errno == EAGAIN,
+                     fmt::format("read(signalfd={}, signal={}): {}", it->fd, signo, errno_text(errno)));
+      return count;
+    }
+    count += static_cast<int>(static_cast<std::size_t>(r) / sizeof info[0]);
+  }
+}
+
+void EpollPoller::remove_signal(int signo) noexcept {
+  auto it = std::find_if(signals_.begin(), signals_.end(), [&](const SignalWatch& w) { return w.signo == signo; });
+  if (it == signals_.end()) return;
+  const SignalWatch w = *it;
+  signals_.erase(it);
+  // Closing the signalfd removes it from the epoll set as well; the explicit
+  // DEL keeps the two steps in the same order as remove(fd) then close.
+  ::epoll_ctl(epfd_, EPOLL_CTL_DEL, w.fd, nullptr);
+  ::close(w.fd);
+  if (!w.was_blocked) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, signo);
+    ::pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+  }
+}
+
+// ------------------------------------------------------- child processes
+//
+// A pidfd (Linux 5.3) polls readable once its process has exited, zombie or
+// not, and does not reap. The pidfd_open wrapper only arrived in glibc 2.36,
+// hence the raw syscall.
+
+void EpollPoller::add_process(pid_t pid, detail::IoSlot& slot) {
+  if (processes_.count(pid) != 0)
+    throw_system_error(EEXIST, fmt::format("add_process(pid={}): already watched", pid));
+  int fd = -1;
+  errno = ENOSYS;
+#if defined(SYS_pidfd_open)
+  if (have_pidfd.load(std::memory_order_relaxed)) fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+#endif
+  if (fd < 0) {
+    const int err = errno;
+    if (err == ENOSYS) have_pidfd.store(false, std::memory_order_relaxed);
+    throw_system_error(err, fmt::format("pidfd_open(pid={})", pid));
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLET;
+  ev.data.u64 = pack(&slot, slot.seq);
+  if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) < 0) {
+    const int err = errno;
+    ::close(fd);
+    throw_system_error(err, fmt::format("epoll_ctl(ADD, pidfd={}, pid={})", fd, pid));
+  }
+  processes_.emplace(pid, fd);
+}
+
+void EpollPoller::remove_process(pid_t pid) noexcept {
+  auto it = processes_.find(pid);
+  if (it == processes_.end()) return;
+  ::epoll_ctl(epfd_, EPOLL_CTL_DEL, it->second, nullptr);
+  ::close(it->second);
+  processes_.erase(it);
+}
+
+// --------------------------------------------------------------- waiting
 
 std::size_t EpollPoller::wait(detail::ReadyList& out,
                               std::optional<Nanos> timeout) noexcept {

@@ -25,6 +25,10 @@
 #include <memory>
 #include <optional>
 #include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include <sys/types.h>
 
 #include "runtime/io_slot.hpp"
 
@@ -45,6 +49,15 @@ class EpollPoller {
 
   void add(int fd, detail::IoSlot& slot);
   void remove(int fd);
+
+  // Signals and child exits (contract in platform/poller.hpp). Each watch
+  // owns one fd registered like a user fd: a signalfd per signal, a pidfd
+  // per child.
+  void add_signal(int signo, detail::IoSlot& slot);
+  int take_signal(int signo) noexcept;
+  void remove_signal(int signo) noexcept;
+  void add_process(pid_t pid, detail::IoSlot& slot);
+  void remove_process(pid_t pid) noexcept;
   std::size_t wait(detail::ReadyList& out,
                    std::optional<detail::Nanos> timeout) noexcept;
   void wake() noexcept;
@@ -60,8 +73,17 @@ class EpollPoller {
   int wait_once(const detail::Nanos* timeout) noexcept;
   void drain_wake() noexcept;
 
+  struct SignalWatch {
+    int signo;
+    int fd;            // the signalfd
+    bool was_blocked;  // in this thread's mask before add_signal
+  };
+
   int epfd_ = -1;
   int wake_fd_ = -1;
+  // Scheduler thread only. A handful of entries at most, so a flat list.
+  std::vector<SignalWatch> signals_;
+  std::unordered_map<pid_t, int> processes_;  // pid -> pidfd
   // Shared with every waking thread; atomic, no lock. True from the first
   // wake() after a drain until wait() has drained the eventfd again: while it
   // is true, an eventfd write is already on its way and wake() skips its own.

@@ -15,16 +15,24 @@
 // "at once" gets kPatience before the case fails, so a broken backend fails
 // in bounded time instead of hanging; real sleeps appear only where a timeout
 // is being measured.
+//
+// The non-fd sources (signals, child exits) are checked the same way: a
+// signal is raised at this thread with its default action (terminate) in
+// place, so a backend that failed to suspend it would end the test binary;
+// children are forked and only ever call async-signal-safe functions.
 #pragma once
 
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <fmt/core.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -38,10 +46,12 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include "platform/syscall.hpp"
 #include "runtime/io_slot.hpp"
 
 namespace spindle::test::conformance {
@@ -109,6 +119,35 @@ struct Pipe {
     REQUIRE(::pipe2(fds, O_NONBLOCK | O_CLOEXEC) == 0);
     a = UniqueFd(fds[0]);
     b = UniqueFd(fds[1]);
+  }
+};
+
+// A TCP connection over IPv4 loopback; `a` (the connecting end, made
+// non-blocking) is under test, `b` is the accepted peer. Empty where the
+// machine has no loopback interface.
+struct TcpPair {
+  UniqueFd a;
+  UniqueFd b;
+
+  static std::optional<TcpPair> make() {
+    const UniqueFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    REQUIRE(listener.get() >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return std::nullopt;
+    socklen_t len = sizeof addr;
+    REQUIRE(::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    REQUIRE(::listen(listener.get(), 1) == 0);
+    TcpPair pair;
+    pair.a = UniqueFd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    REQUIRE(pair.a.get() >= 0);
+    // Blocking connect: loopback completes it against the backlog at once.
+    REQUIRE(::connect(pair.a.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    REQUIRE(::fcntl(pair.a.get(), F_SETFL, ::fcntl(pair.a.get(), F_GETFL) | O_NONBLOCK) == 0);
+    pair.b = UniqueFd(::accept(listener.get(), nullptr, nullptr));
+    REQUIRE(pair.b.get() >= 0);
+    return pair;
   }
 };
 
@@ -333,6 +372,108 @@ class ScopedNofile {
   rlim_t limit_ = 0;
 };
 
+// A forked child that exits with `code` once the parent writes to or closes
+// `go.b`. Only async-signal-safe calls run in the child.
+inline pid_t spawn_child(const Pipe& go, int code) {
+  std::fflush(nullptr);  // Or the child's exit may print our buffer twice.
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::close(go.b.get());  // Its own copy would keep the pipe open.
+    // The pipe is non-blocking: wait for data or end of file with poll.
+    pollfd p{go.a.get(), POLLIN, 0};
+    while (::poll(&p, 1, -1) < 0 && errno == EINTR) {
+    }
+    ::_exit(code);
+  }
+  return pid;
+}
+
+// Waits, without reaping, until child pid has exited.
+inline void wait_until_exited(pid_t pid) {
+  const auto give_up = Clock::now() + kPatience;
+  for (;;) {
+    siginfo_t info{};
+    REQUIRE(::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0);
+    if (info.si_pid == pid) return;
+    REQUIRE(Clock::now() < give_up);
+    std::this_thread::sleep_for(1ms);
+  }
+}
+
+inline int reap(pid_t pid) {
+  int status = 0;
+  REQUIRE(platform::retry_eintr([&] { return ::waitpid(pid, &status, 0); }) == pid);
+  return status;
+}
+
+// Reaps the child at the end of the scope, whatever the case did, so a
+// failing case leaves no zombie and no orphan.
+class ChildGuard {
+ public:
+  explicit ChildGuard(pid_t pid) : pid_(pid) {}
+  ~ChildGuard() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    int status = 0;
+    platform::retry_eintr([&] { return ::waitpid(pid_, &status, 0); });
+  }
+  ChildGuard(const ChildGuard&) = delete;
+  ChildGuard& operator=(const ChildGuard&) = delete;
+  // The case reaped the child itself.
+  void release() { pid_ = -1; }
+
+ private:
+  pid_t pid_;
+};
+
+// What a signal looks like to this thread: its disposition and whether it is
+// blocked here. A watch must leave both as it found them.
+struct SignalState {
+  void (*handler)(int);
+  bool blocked;
+
+  static SignalState of(int signo) {
+    struct sigaction sa {};
+    REQUIRE(::sigaction(signo, nullptr, &sa) == 0);
+    sigset_t mask;
+    REQUIRE(::pthread_sigmask(SIG_BLOCK, nullptr, &mask) == 0);
+    return SignalState{sa.sa_handler, sigismember(&mask, signo) == 1};
+  }
+  bool operator==(const SignalState&) const = default;
+};
+
+// Blocks a signal in this thread for the scope. On the way out it discards a
+// delivery still pending, so that unblocking cannot run the default action
+// and end the test binary.
+class ScopedBlock {
+ public:
+  explicit ScopedBlock(int signo) : signo_(signo) {
+    sigemptyset(&set_);
+    sigaddset(&set_, signo_);
+    REQUIRE(::pthread_sigmask(SIG_BLOCK, &set_, nullptr) == 0);
+  }
+  ~ScopedBlock() {
+    const timespec zero{0, 0};
+    while (::sigtimedwait(&set_, nullptr, &zero) == signo_) {
+    }
+    ::pthread_sigmask(SIG_UNBLOCK, &set_, nullptr);
+  }
+  ScopedBlock(const ScopedBlock&) = delete;
+  ScopedBlock& operator=(const ScopedBlock&) = delete;
+
+ private:
+  int signo_;
+  sigset_t set_;
+};
+
+inline bool pending_here(int signo) {
+  sigset_t pending;
+  sigemptyset(&pending);
+  REQUIRE(::sigpending(&pending) == 0);
+  return sigismember(&pending, signo) == 1;
+}
+
 // ---------------------------------------------------------------------------
 // The cases. Each is a function so the SUBCASE list below reads as the
 // contract; the SUBCASE names are the sentences a failure report shows.
@@ -383,6 +524,33 @@ void hangup_when_peer_ends(void (*end_peer)(Pair&)) {
   // finds out what happened.
   char c;
   CHECK(::read(pair.a.get(), &c, 1) == 0);
+}
+
+// A reset is a peer close with an error: reported as hangup, and the error
+// is left for the fiber's retried syscall, not consumed by the backend.
+template <class P>
+void hangup_and_error_on_peer_reset() {
+  std::optional<TcpPair> tcp = TcpPair::make();
+  if (!tcp) {
+    MESSAGE("skipped: no IPv4 loopback");
+    return;
+  }
+  P poller;
+  IoSlot slot;
+  poller.add(tcp->a.get(), slot);
+  const linger reset_on_close{1, 0};
+  REQUIRE(::setsockopt(tcp->b.get(), SOL_SOCKET, SO_LINGER, &reset_on_close, sizeof reset_on_close) == 0);
+  tcp->b.reset();
+  const Seen seen = wait_until(poller, slot, [](const Seen& s) { return s.hangup; });
+  CHECK(seen.hangup);
+  CHECK(seen.readable);
+  CHECK(seen.writable);
+  char c;
+  const ssize_t r = ::read(tcp->a.get(), &c, 1);
+  const int err = errno;
+  CHECK(r == -1);
+  CHECK(err == ECONNRESET);
+  poller.remove(tcp->a.get());
 }
 
 template <class P>
@@ -697,6 +865,213 @@ void thousands_of_fds() {
   CHECK(count_reporting(&ReadyEvent::readable) == kFds);
 }
 
+// SIGUSR1's default action terminates: the watch must suspend it, report
+// each delivery as a readable edge on the slot, count it for take_signal,
+// and leave the disposition and the mask as it found them.
+template <class P>
+void signal_delivery_is_reported_and_counted() {
+  constexpr int kSignal = SIGUSR1;
+  const SignalState before = SignalState::of(kSignal);
+  {
+    P poller;
+    IoSlot slot;
+    poller.add_signal(kSignal, slot);
+    CHECK(poller.take_signal(kSignal) == 0);
+    Seen seen;
+    seen.add(poll_once(poller), &slot);
+    CHECK(seen.events == 0);
+
+    REQUIRE(::raise(kSignal) == 0);
+    seen = wait_until(poller, slot, [](const Seen& s) { return s.readable; });
+    CHECK(seen.readable);
+    CHECK(seen.stale == 0);
+    CHECK(poller.take_signal(kSignal) >= 1);
+    CHECK(poller.take_signal(kSignal) == 0);
+
+    // Deliveries close together may coalesce: once or more, never zero.
+    REQUIRE(::raise(kSignal) == 0);
+    REQUIRE(::raise(kSignal) == 0);
+    seen = wait_until(poller, slot, [](const Seen& s) { return s.readable; });
+    CHECK(seen.readable);
+    const int count = poller.take_signal(kSignal);
+    CHECK(count >= 1);
+    CHECK(count <= 2);
+    Seen again;
+    again.add(poll_once(poller), &slot);
+    CHECK(again.events == 0);
+
+    // At most one watch per signal.
+    IoSlot other;
+    try {
+      poller.add_signal(kSignal, other);
+      FAIL("a second add_signal() did not throw");
+    } catch (const std::system_error& e) {
+      CHECK(e.code() == std::error_code(EEXIST, std::system_category()));
+      CHECK(std::string(e.what()).find(fmt::format("signal={}", kSignal)) != std::string::npos);
+    }
+
+    poller.remove_signal(kSignal);
+    CHECK(SignalState::of(kSignal) == before);
+    poller.remove_signal(kSignal);  // harmless when not watched
+    CHECK(poller.take_signal(kSignal) == 0);
+  }
+  CHECK(SignalState::of(kSignal) == before);
+}
+
+// A program that blocks a signal itself keeps deliveries pending between
+// watches; the next watch reports them at its first wait.
+template <class P>
+void signal_pending_before_the_watch_is_reported() {
+  constexpr int kSignal = SIGUSR2;
+  const ScopedBlock block(kSignal);
+  const SignalState before = SignalState::of(kSignal);
+  REQUIRE(::raise(kSignal) == 0);
+  REQUIRE(pending_here(kSignal));
+  P poller;
+  IoSlot slot;
+  poller.add_signal(kSignal, slot);
+  const Seen seen = wait_until(poller, slot, [](const Seen& s) { return s.readable; });
+  CHECK(seen.readable);
+  CHECK(poller.take_signal(kSignal) >= 1);
+  poller.remove_signal(kSignal);
+  CHECK(SignalState::of(kSignal) == before);
+  // Consumed, not left to act when the program unblocks it.
+  CHECK_FALSE(pending_here(kSignal));
+}
+
+// A delivery nobody took when the watch ends is not lost: it takes the
+// signal's normal action again, which for a signal the program blocks means
+// it stays pending, for the next watch or for the program itself.
+template <class P>
+void untaken_signal_stays_pending_after_the_watch() {
+  constexpr int kSignal = SIGUSR2;
+  const ScopedBlock block(kSignal);
+  P poller;
+  IoSlot slot;
+  SUBCASE("reported by a wait, then not taken") {
+    poller.add_signal(kSignal, slot);
+    REQUIRE(::raise(kSignal) == 0);
+    const Seen seen = wait_until(poller, slot, [](const Seen& s) { return s.readable; });
+    REQUIRE(seen.readable);
+  }
+  SUBCASE("delivered after the last wait") {
+    poller.add_signal(kSignal, slot);
+    REQUIRE(::raise(kSignal) == 0);
+  }
+  poller.remove_signal(kSignal);
+  CHECK(pending_here(kSignal));
+  // The next watch reads it.
+  poller.add_signal(kSignal, slot);
+  const Seen seen = wait_until(poller, slot, [](const Seen& s) { return s.readable; });
+  CHECK(seen.readable);
+  CHECK(poller.take_signal(kSignal) >= 1);
+  poller.remove_signal(kSignal);
+  CHECK_FALSE(pending_here(kSignal));
+}
+
+// A watch ended (or a poller destroyed) while the watch was open leaves the
+// disposition as it was.
+template <class P>
+void signal_watches_end_with_the_poller() {
+  const SignalState before = SignalState::of(SIGUSR1);
+  {
+    P poller;
+    IoSlot slot;
+    poller.add_signal(SIGUSR1, slot);
+  }
+  CHECK(SignalState::of(SIGUSR1) == before);
+}
+
+template <class P>
+void process_exit_is_reported_without_reaping() {
+  Pipe go;
+  const pid_t pid = spawn_child(go, 5);
+  ChildGuard guard(pid);
+  P poller;
+  IoSlot slot;
+  poller.add_process(pid, slot);
+  Seen seen;
+  seen.add(poll_once(poller), &slot);
+  CHECK(seen.events == 0);
+
+  go.b.reset();
+  seen = wait_until(poller, slot, [](const Seen& s) { return s.readable; });
+  CHECK(seen.readable);
+  CHECK(seen.stale == 0);
+  // The backend never reaps: the status is still there for the caller.
+  int status = 0;
+  CHECK(platform::retry_eintr([&] { return ::waitpid(pid, &status, WNOHANG); }) == pid);
+  guard.release();
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 5);
+  poller.remove_process(pid);
+  poller.remove_process(pid);  // harmless when not watched
+}
+
+// A zombie counts as exited: the watch reports it at the next wait.
+template <class P>
+void exited_child_is_reported_at_the_next_wait() {
+  Pipe go;
+  const pid_t pid = spawn_child(go, 6);
+  ChildGuard guard(pid);
+  go.b.reset();
+  wait_until_exited(pid);
+  P poller;
+  IoSlot slot;
+  poller.add_process(pid, slot);
+  const Seen seen = wait_until(poller, slot, [](const Seen& s) { return s.readable; });
+  CHECK(seen.readable);
+  poller.remove_process(pid);
+  guard.release();
+  CHECK(WEXITSTATUS(reap(pid)) == 6);
+}
+
+template <class P>
+void removed_process_watch_reports_nothing() {
+  Pipe go;
+  const pid_t pid = spawn_child(go, 0);
+  ChildGuard guard(pid);
+  P poller;
+  IoSlot slot;
+  poller.add_process(pid, slot);
+  poller.remove_process(pid);
+  go.b.reset();
+  wait_until_exited(pid);
+  Seen seen;
+  seen.add(poll_once(poller), &slot);
+  CHECK(seen.events == 0);
+}
+
+template <class P>
+void process_watch_errors_name_the_pid() {
+  Pipe go;
+  const pid_t pid = spawn_child(go, 0);
+  ChildGuard guard(pid);
+  P poller;
+  IoSlot slot;
+  poller.add_process(pid, slot);
+  IoSlot other;
+  try {
+    poller.add_process(pid, other);
+    FAIL("a second add_process() did not throw");
+  } catch (const std::system_error& e) {
+    CHECK(e.code() == std::error_code(EEXIST, std::system_category()));
+    CHECK(std::string(e.what()).find(fmt::format("pid={}", pid)) != std::string::npos);
+  }
+  poller.remove_process(pid);
+  go.b.reset();
+  guard.release();
+  reap(pid);
+  // Reaped: there is no process left to watch.
+  try {
+    poller.add_process(pid, slot);
+    FAIL("add_process() of a reaped pid did not throw");
+  } catch (const std::system_error& e) {
+    CHECK(e.code() == std::error_code(ESRCH, std::system_category()));
+    CHECK(std::string(e.what()).find(fmt::format("pid={}", pid)) != std::string::npos);
+  }
+}
+
 }  // namespace spindle::test::conformance
 
 TEST_CASE_TEMPLATE_DEFINE(
@@ -722,6 +1097,9 @@ TEST_CASE_TEMPLATE_DEFINE(
     SUBCASE("pipe write end closed") {
       c::hangup_when_peer_ends<P, c::Pipe>([](c::Pipe& p) { p.b.reset(); });
     }
+  }
+  SUBCASE("peer reset is reported as hangup, and read meets the error") {
+    c::hangup_and_error_on_peer_reset<P>();
   }
   SUBCASE("an edge is not reported again without new data") {
     c::no_repeat_without_new_data<P>();
@@ -764,5 +1142,29 @@ TEST_CASE_TEMPLATE_DEFINE(
   }
   SUBCASE("ten thousand fds are all reported writable, then readable") {
     c::thousands_of_fds<P>();
+  }
+  SUBCASE("signals: each delivery is reported and counted, the default action suspended") {
+    c::signal_delivery_is_reported_and_counted<P>();
+  }
+  SUBCASE("signals: a delivery pending before the watch is reported") {
+    c::signal_pending_before_the_watch_is_reported<P>();
+  }
+  SUBCASE("signals: a delivery nobody took stays pending when the watch ends") {
+    c::untaken_signal_stays_pending_after_the_watch<P>();
+  }
+  SUBCASE("signals: destroying the poller ends its watches") {
+    c::signal_watches_end_with_the_poller<P>();
+  }
+  SUBCASE("processes: an exit is reported, and the child is left to reap") {
+    c::process_exit_is_reported_without_reaping<P>();
+  }
+  SUBCASE("processes: a child that already exited is reported at the next wait") {
+    c::exited_child_is_reported_at_the_next_wait<P>();
+  }
+  SUBCASE("processes: a removed watch reports nothing") {
+    c::removed_process_watch_reports_nothing<P>();
+  }
+  SUBCASE("processes: a second watch and a reaped pid throw, naming the pid") {
+    c::process_watch_errors_name_the_pid<P>();
   }
 }
