@@ -577,9 +577,9 @@ def check_targets(run: Run) -> list[str]:
     check("<= 8 KiB per parked fiber at 1M, default stack", mem,
           mem is not None and mem <= 8, f"{mem:.2f} KiB" if mem is not None else "")
     for label in ("1M", "100k"):
-        small = by_key.get(("memory", f"spindle_stack16k_{label}"))
+        small = by_key.get(("memory", f"spindle_small_{label}"))
         if small is not None:
-            check(f"<= 2.7 KiB per parked fiber at {label}, small stack (16 KiB)", small,
+            check(f"<= 2.7 KiB per parked fiber at {label}, small stack (kSmallStackSize)", small,
                   small <= 2.7, f"{small:.2f} KiB")
             break
     sync = {name.removeprefix("spindle_"): value for (section, name), value in by_key.items()

@@ -29,12 +29,37 @@
 //   fiber starts with exactly the spawner's settings and the load never
 //   changes MXCSR unless some fiber changed it (a differing MXCSR costs tens
 //   of ns per switch).
+// - A fiber on a small stack (runtime/stack.hpp) has its canary checked on
+//   the way out: one predictable branch for every other fiber.
 // - ASan needs to be told about every stack change
 //   (__sanitizer_start/finish_switch_fiber), and so does Valgrind about the
 //   stacks themselves (VALGRIND_STACK_REGISTER, in runtime/stack.cpp).
+//
+// The other stack switch: the unwinder of small-stack fibers. libgcc's
+// unwinder needs about 2 KiB of stack of its own (two register contexts and
+// a frame state, plus the FDE search), more than a 2 KiB small stack has
+// left at a park site, and cancelling a parked fiber throws there. This file
+// therefore defines _Unwind_RaiseException, _Unwind_Resume and
+// _Unwind_Resume_or_Rethrow, which the executable exports in place of
+// libgcc_s's (libstdc++'s __cxa_throw and every landing pad call them), and
+// forwards to libgcc_s's own: directly when the running fiber has an
+// ordinary stack, and through call_on_stack, on the scheduler's unwind
+// stack, when it has a small one. call_on_stack keeps an ordinary %rbp frame
+// whose CFA is the fiber's stack pointer, so the unwinder walks from the
+// unwind stack straight into the fiber's frames; when it finds a landing pad
+// it installs that frame's registers, stack pointer included, and the pad
+// runs on the fiber's stack. Nothing switches fibers while the unwinder
+// runs, so one unwind stack per thread serves every small-stack fiber.
+// The definitions are weak: a fully static link (libgcc_eh.a) keeps
+// libgcc's own, dlsym(RTLD_NEXT) then finds nothing, and small stacks are
+// refused with an error instead.
 #include <cxxabi.h>
+#include <dlfcn.h>
+#include <unwind.h>
 
+#include <cerrno>
 #include <cstring>
+#include <system_error>
 
 #include <boost/context/detail/fcontext.hpp>
 
@@ -110,6 +135,10 @@ void init_context(Fiber* f) noexcept {
 }
 
 void switch_context(Fiber* from, Fiber* to) noexcept {
+  // A small stack has a canary, not a guard: check it before anything else
+  // runs, in particular the neighbour whose stack an overflow runs into.
+  if (__builtin_expect(from->small_stack, false) && !canary_intact(from->stack_base))
+    report_overflow(from, "its canary was overwritten");
   // Copied as 16-byte blocks (pointer, count, padding): two SSE moves a side.
   EhState* g = from->sched->eh_globals_;
   std::memcpy(&from->eh, g, sizeof(EhState));
@@ -132,4 +161,112 @@ void switch_context(Fiber* from, Fiber* to) noexcept {
   }
 }
 
+#if SPINDLE_SMALL_STACKS
+namespace {
+
+// Calls fn(arg) with the stack pointer at `top` (16-byte aligned) and
+// returns what fn returns.
+extern "C" std::uintptr_t spindle_call_on_stack(void* arg, void* fn, void* top);
+asm(R"(
+  .text
+  .p2align 4
+  .type spindle_call_on_stack,@function
+spindle_call_on_stack:
+  .cfi_startproc
+  pushq %rbp
+  .cfi_def_cfa_offset 16
+  .cfi_offset %rbp, -16
+  movq %rsp, %rbp
+  .cfi_def_cfa_register %rbp
+  movq %rdx, %rsp
+  callq *%rsi
+  movq %rbp, %rsp
+  popq %rbp
+  .cfi_def_cfa %rsp, 8
+  ret
+  .cfi_endproc
+  .size spindle_call_on_stack, .-spindle_call_on_stack
+)");
+
+using RaiseFn = _Unwind_Reason_Code (*)(_Unwind_Exception*);
+using ResumeFn = void (*)(_Unwind_Exception*);
+
+// libgcc_s's entry points; looked up before the first small stack exists
+// (dlsym itself would not fit on one) or, failing that, on first use.
+struct Unwinder {
+  RaiseFn raise = nullptr;
+  ResumeFn resume = nullptr;
+  RaiseFn resume_or_rethrow = nullptr;
+};
+Unwinder g_unwinder;
+
+template <class Fn>
+Fn next_symbol(const char* name) noexcept {
+  return reinterpret_cast<Fn>(::dlsym(RTLD_NEXT, name));
+}
+
+void resolve_unwinder() noexcept {
+  // Idempotent and race-free enough: every thread stores the same values.
+  if (__atomic_load_n(&g_unwinder.raise, __ATOMIC_ACQUIRE)) return;
+  g_unwinder.resume = next_symbol<ResumeFn>("_Unwind_Resume");
+  g_unwinder.resume_or_rethrow = next_symbol<RaiseFn>("_Unwind_Resume_or_Rethrow");
+  __atomic_store_n(&g_unwinder.raise, next_symbol<RaiseFn>("_Unwind_RaiseException"), __ATOMIC_RELEASE);
+}
+
+// The unwind stack's top when the running fiber has a small stack and the
+// unwinder is not already running on the unwind stack; nullptr otherwise.
+void* unwind_top() noexcept {
+  Scheduler* s = Scheduler::current();
+  if (!s) return nullptr;
+  Fiber* f = s->running();
+  if (!f->small_stack) return nullptr;
+  const Stack& u = s->unwind_stack();
+  auto* sp = static_cast<char*>(__builtin_frame_address(0));
+  auto* base = static_cast<char*>(u.base);
+  if (sp >= base && sp < base + u.size) return nullptr;
+  return base + u.size;
+}
+
+}  // namespace
+
+void prepare_small_stack_unwinding() {
+  resolve_unwinder();
+  if (!g_unwinder.raise || !g_unwinder.resume || !g_unwinder.resume_or_rethrow)
+    throw std::system_error(ENOSYS, std::generic_category(),
+                            "dlsym(RTLD_NEXT, _Unwind_RaiseException): the unwinder is not in a shared "
+                            "library (static libgcc?), so small fiber stacks are unavailable");
+}
+#else
+void prepare_small_stack_unwinding() {}
+#endif
+
 }  // namespace spindle::detail
+
+#if SPINDLE_SMALL_STACKS
+using spindle::detail::g_unwinder;
+using spindle::detail::resolve_unwinder;
+using spindle::detail::spindle_call_on_stack;
+using spindle::detail::unwind_top;
+
+extern "C" [[gnu::weak]] _Unwind_Reason_Code _Unwind_RaiseException(_Unwind_Exception* e) {
+  resolve_unwinder();
+  if (void* top = unwind_top())
+    return static_cast<_Unwind_Reason_Code>(spindle_call_on_stack(e, reinterpret_cast<void*>(g_unwinder.raise), top));
+  return g_unwinder.raise(e);
+}
+
+extern "C" [[gnu::weak]] _Unwind_Reason_Code _Unwind_Resume_or_Rethrow(_Unwind_Exception* e) {
+  resolve_unwinder();
+  if (void* top = unwind_top())
+    return static_cast<_Unwind_Reason_Code>(
+        spindle_call_on_stack(e, reinterpret_cast<void*>(g_unwinder.resume_or_rethrow), top));
+  return g_unwinder.resume_or_rethrow(e);
+}
+
+extern "C" [[gnu::weak]] void _Unwind_Resume(_Unwind_Exception* e) {
+  resolve_unwinder();
+  if (void* top = unwind_top()) spindle_call_on_stack(e, reinterpret_cast<void*>(g_unwinder.resume), top);
+  g_unwinder.resume(e);
+  __builtin_unreachable();
+}
+#endif

@@ -32,6 +32,10 @@ struct IoSlot {
   bool read_ready = false;
   bool write_ready = false;
   bool registered = false;
+  // Sticky: the poller reported a hangup (peer closed, error) since the fd
+  // was registered. Edges are not repeated, so a reader that must wait for
+  // one first (see wait_readable_unless_closed) checks this instead.
+  bool hangup = false;
 };
 
 // What the poller reports for one kernel event. `hangup` covers peer close

@@ -104,8 +104,19 @@ Scheduler::~Scheduler() {
 
 void Scheduler::start(Fiber* f, std::string&& name, std::size_t stack_size) {
   Stack st = stacks_.acquire(stack_size ? stack_size : default_stack_);
+  if (st.small && !unwind_stack_.base) {
+    try {
+      require_immediate_binding(stack_size);
+      prepare_small_stack_unwinding();
+      unwind_stack_ = stacks_.acquire(kUnwindStackSize);
+    } catch (...) {
+      stacks_.release(st);
+      throw;
+    }
+  }
   f->stack_base = st.base;
   f->stack_size = st.size;
+  f->small_stack = st.small;
   f->sched = this;
   f->id = ++next_id_;
   if (!name.empty()) f->name = std::move(name);
@@ -154,7 +165,7 @@ void Scheduler::fiber_main(Fiber* self) noexcept {
 }
 
 void Scheduler::reclaim(Fiber* dead) noexcept {
-  stacks_.release({dead->stack_base, dead->stack_size});
+  stacks_.release({dead->stack_base, dead->stack_size, dead->small_stack});
   dead->stack_base = nullptr;
   dead->sched = this;
   release_fiber(dead);
@@ -322,6 +333,7 @@ void Scheduler::dispatch_io() noexcept {
   for (const ReadyEvent& ev : events_) {
     if (!event_is_current(ev)) continue;  // the fd was forgotten or reused
     IoSlot* s = ev.slot;
+    if (ev.hangup) s->hangup = true;
     // A waiter already readied by its timer or a cancel has not run yet
     // to withdraw; keep the edge for whoever waits next instead of losing it.
     if (ev.readable || ev.hangup) {
@@ -369,7 +381,7 @@ void Scheduler::forget(int fd) noexcept {
   --watched_fds_;
   ++s.seq;
   s.registered = false;
-  s.read_ready = s.write_ready = false;
+  s.read_ready = s.write_ready = s.hangup = false;
   if (s.reader) ready(std::exchange(s.reader, nullptr), WakeReason::closed);
   if (s.writer) ready(std::exchange(s.writer, nullptr), WakeReason::closed);
 }
@@ -396,7 +408,7 @@ void Scheduler::release_source_slot(IoSlot& s) noexcept {
   --watched_fds_;
   ++s.seq;
   s.registered = false;
-  s.read_ready = s.write_ready = false;
+  s.read_ready = s.write_ready = s.hangup = false;
   if (s.reader) ready(std::exchange(s.reader, nullptr), WakeReason::closed);
   if (s.writer) ready(std::exchange(s.writer, nullptr), WakeReason::closed);
   free_sources_.push_back(&s);
@@ -810,6 +822,13 @@ void wait_io(int fd, bool write, const char* call) {
 }  // namespace
 
 void wait_readable(int fd) { wait_io(fd, false, "spindle::wait_readable"); }
+
+void detail::wait_readable_unless_closed(int fd, const char* call) {
+  Fiber* f = enter_wait(call);
+  IoSlot& slot = f->sched->slot_for(fd);
+  if (slot.hangup) return;
+  wait_slot(f, slot, false, call, SlotName{"fd", fd});
+}
 void wait_writable(int fd) { wait_io(fd, true, "spindle::wait_writable"); }
 
 void forget_fd(int fd) noexcept {

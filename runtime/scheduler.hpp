@@ -37,6 +37,7 @@ namespace spindle::detail {
 class Scheduler {
  public:
   static constexpr std::uint32_t kPollInterval = 1024;  // a power of two
+  static constexpr std::size_t kUnwindStackSize = 64 * 1024;
 
   explicit Scheduler(const RunOptions& options);
   ~Scheduler();
@@ -84,6 +85,9 @@ class Scheduler {
   std::int64_t now() const noexcept;
   std::size_t live_fibers() const noexcept { return live_; }
   const StackPool& stacks() const noexcept { return stacks_; }
+  // Where the unwinder runs for small-stack fibers (runtime/context.cpp);
+  // mapped with the first small stack.
+  const Stack& unwind_stack() const noexcept { return unwind_stack_; }
 
  private:
   friend void switch_context(Fiber* from, Fiber* to) noexcept;
@@ -129,6 +133,7 @@ class Scheduler {
 
   TimerHeap timers_;
   StackPool stacks_;
+  Stack unwind_stack_;
   platform::Poller poller_;
   ReadyList events_;
   // Registered fds plus source slots in use: while non-zero, the fairness
@@ -168,6 +173,12 @@ struct SlotName {
 // direction of a slot is a bug (assert).
 WakeReason park_on_slot(Fiber* f, IoSlot& slot, bool write, SlotName name) noexcept;
 
+// wait_readable, except that it returns at once once the poller has
+// reported a hangup for fd: for a reader that knows the socket is drained
+// and waits for the next edge first, when the peer's FIN may already have
+// been reported (and consumed) with the data it just read.
+void wait_readable_unless_closed(int fd, const char* call);
+
 // park_on_slot, then leave_wait: the body of wait_readable/wait_writable and
 // of waits on source slots. A slot forgotten or released meanwhile throws
 // std::system_error(EBADF) "CALL(KEY=VALUE): KEY was forgotten while waiting".
@@ -180,6 +191,13 @@ EhState* thread_eh_globals() noexcept;
 
 // runtime/overflow.cpp
 void install_overflow_handler();
+// Prints "spindle: stack overflow in fiber 'name' (id N, stack S bytes): how;
+// ..." and aborts. Async-signal-safe: the SIGSEGV handler calls it too.
+[[noreturn]] void report_overflow(const Fiber* f, const char* how) noexcept;
+// Looks up the unwinder's entry points that runtime/context.cpp redirects
+// for small stacks; called before the first small stack is handed out, on
+// an ordinary stack.
+void prepare_small_stack_unwinding();
 void* install_thread_altstack();
 void remove_thread_altstack(void* altstack) noexcept;
 

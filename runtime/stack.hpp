@@ -22,11 +22,44 @@
 // A touch of any guard page raises SIGSEGV, which the overflow handler
 // (runtime/overflow.cpp) reports with the fiber's name and id.
 //
+// Small stacks. A size below one page asks for a small stack: sizes are
+// rounded to 256 bytes and stacks are packed back to back in slabs without
+// guards, so a parked fiber costs its stack size, not a page (Go's goroutines
+// start at 2 KiB; kSmallStackSize is the same). A page-granular guard cannot
+// sit between two of them; instead the lowest kCanaryBytes of each hold a
+// canary, and the switch code checks it every time a small-stack fiber
+// switches out (runtime/context.cpp). An overflow writes the canary before
+// it reaches the neighbour below, and the check runs before the neighbour
+// can resume, so the process ends with the fiber named (report_overflow)
+// instead of running on a corrupted stack. What it cannot see: a frame that
+// spans the canary without writing it (a large uninitialised array). Small
+// stacks suit fibers that stay shallow (a handler that parks on a socket or
+// a timer).
+//
+// C++ exceptions: the unwinder alone needs about 2 KiB of stack (its frame
+// state and two register contexts), more than a small stack has to spare,
+// and cancellation is an exception. So while a small-stack fiber runs, the
+// unwinder's entry points run on a per-thread unwind stack instead (see
+// runtime/context.cpp); only the landing pads (destructors, catch blocks)
+// run on the fiber's own stack. Where that is not available
+// (SPINDLE_SMALL_STACKS == 0: not x86-64 ELF, or a sanitizer build) a small
+// size gives an ordinary guarded stack.
+//
 // Reuse. A released stack goes back to its size's free list still resident
 // (a warm stack costs no page faults); beyond kWarmStacks free stacks of a
 // size, released stacks are returned to the kernel with MADV_DONTNEED (the
 // guard survives it). Everything is unmapped when the pool is destroyed.
 #pragma once
+
+// Small stacks need the unwinder to run elsewhere (runtime/context.cpp),
+// which is implemented for the libgcc unwinder on x86-64 ELF. Sanitizer
+// builds intercept the unwinder themselves and get ordinary stacks instead.
+#if defined(__x86_64__) && defined(__ELF__) && !defined(__APPLE__) && !defined(SPINDLE_ASAN) && \
+    !defined(SPINDLE_TSAN)
+#define SPINDLE_SMALL_STACKS 1
+#else
+#define SPINDLE_SMALL_STACKS 0
+#endif
 
 #include <cstddef>
 #include <cstdint>
@@ -37,12 +70,38 @@ namespace spindle::detail {
 struct Stack {
   void* base = nullptr;  // lowest usable byte
   std::size_t size = 0;  // usable bytes; the stack starts at base + size
+  bool small = false;    // canary below base instead of a guard
 };
+
+// The canary of a small stack: the kCanaryBytes below its base, eight
+// words, all checked, so that a frame that writes only part of itself (a
+// buffer's ends, a return address) still lands on one.
+inline constexpr std::size_t kCanaryBytes = 64;
+inline constexpr std::uint64_t kCanary = 0x21454c444e495053;  // "SPINDLE!"
+
+inline void write_canary(void* base) noexcept {
+  auto* w = static_cast<std::uint64_t*>(base) - kCanaryBytes / 8;
+  for (std::size_t i = 0; i < kCanaryBytes / 8; ++i) w[i] = kCanary + i;
+}
+
+inline bool canary_intact(const void* base) noexcept {
+  const auto* w = static_cast<const std::uint64_t*>(base) - kCanaryBytes / 8;
+  std::uint64_t diff = 0;
+  for (std::size_t i = 0; i < kCanaryBytes / 8; ++i) diff |= w[i] ^ (kCanary + i);
+  return diff == 0;
+}
+
+// Throws std::system_error(errc::not_supported) naming the first lazily bound
+// object unless LD_BIND_NOW is set or every loaded object is bound at
+// start-up: a lazy binding resolved on a small stack would overflow it.
+void require_immediate_binding(std::size_t size);
 
 class StackPool {
  public:
   static constexpr std::size_t kWarmStacks = 1024;
   static constexpr std::size_t kGuardPages = 4;
+  static constexpr std::size_t kSmallGrain = 256;
+  static constexpr std::size_t kMinSmall = 1024;
 
   StackPool();
   ~StackPool();
@@ -64,7 +123,8 @@ class StackPool {
 
  private:
   struct SizeClass {
-    std::size_t size;
+    std::size_t size;  // usable bytes
+    bool small = false;
     std::size_t next_slab = 16;
     std::vector<void*> free;  // usable bases
   };
@@ -75,6 +135,7 @@ class StackPool {
   };
 
   void grow(SizeClass& c);
+  void grow_small(SizeClass& c);
   void install_guard(void* page);
 
   std::size_t page_;

@@ -13,7 +13,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <stdexcept>
 #include <string>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -66,6 +68,16 @@ volatile int g_no_limit = INT_MAX;
   if (depth >= g_no_limit) return buf[0];
   int r = recurse_forever(depth + 1);
   return r + buf[0];
+}
+
+// Like recurse_to, but every frame writes all of itself, as ordinary deep
+// recursion does (locals, spilled registers, return addresses).
+[[gnu::noinline]] int recurse_dense(const char* top, std::size_t target, int depth) {
+  volatile char buf[48];
+  for (auto& c : buf) c = static_cast<char>(depth);
+  if (used_below(top) >= target) return depth;
+  int r = recurse_dense(top, target, depth + 1);
+  return r + buf[0] - buf[47];
 }
 
 std::size_t maps_count() {
@@ -235,6 +247,172 @@ TEST_CASE("stack: a segfault that is not an overflow is not reported as one") {
   // Handed on to the previous disposition (the default here): a plain SIGSEGV.
   CHECK(WIFSIGNALED(r.status));
   if (WIFSIGNALED(r.status)) CHECK(WTERMSIG(r.status) == SIGSEGV);
+}
+
+TEST_CASE("stack: small stacks are packed without guards and run parking fibers") {
+  spindle::run([] {
+    const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    constexpr int kFibers = 2000;
+    std::vector<spindle::Task<void>> tasks;
+    std::vector<std::uintptr_t> bases;
+    spindle::Event go;
+    int woke = 0;
+    for (int i = 0; i < kFibers; ++i) {
+      tasks.push_back(spindle::spawn(spindle::SpawnOptions{.name = {}, .stack_size = spindle::kSmallStackSize},
+                                     [&] {
+                                       this_fiber::sleep_for(1ms);
+                                       go.wait();
+                                       ++woke;
+                                     }));
+      bases.push_back(reinterpret_cast<std::uintptr_t>(tasks.back().fiber()->stack_base));
+      CHECK(tasks.back().fiber()->small_stack == bool(SPINDLE_SMALL_STACKS));
+    }
+    const std::size_t size = tasks.front().fiber()->stack_size;
+#if SPINDLE_SMALL_STACKS
+    CHECK(size < page);
+    CHECK(size + spindle::detail::kCanaryBytes == spindle::kSmallStackSize);
+    // Consecutive spawns take consecutive slots of a slab: no page, no guard between.
+    int adjacent = 0;
+    for (std::size_t i = 1; i < bases.size(); ++i)
+      adjacent += bases[i] - bases[i - 1] == size + spindle::detail::kCanaryBytes;
+    CHECK(adjacent > kFibers * 9 / 10);
+#else
+    CHECK(size >= page);  // sanitizer builds: an ordinary stack
+#endif
+    this_fiber::sleep_for(5ms);
+    go.set();
+    for (auto& t : tasks) t.join();
+    CHECK(woke == kFibers);
+    // A page-sized request is an ordinary guarded stack.
+    auto big = spindle::spawn(spindle::SpawnOptions{.name = {}, .stack_size = page}, [] {});
+    CHECK_FALSE(big.fiber()->small_stack);
+    big.join();
+  });
+}
+
+TEST_CASE("stack: small-stack fibers unwind: cancellation, Timeout, throw, rethrow") {
+  // The unwinder runs on the scheduler's unwind stack (runtime/context.cpp);
+  // destructors and catch blocks run on the fiber's 2 KiB.
+  spindle::run([] {
+    const spindle::SpawnOptions small{.name = {}, .stack_size = spindle::kSmallStackSize};
+    int destroyed = 0;
+    struct Counted {
+      int* n;
+      ~Counted() { ++*n; }
+    };
+    std::vector<spindle::Task<void>> sleepers;
+    for (int i = 0; i < 100; ++i)
+      sleepers.push_back(spindle::spawn(small, [&] {
+        Counted c{&destroyed};
+        this_fiber::sleep_for(1h);
+      }));
+    this_fiber::yield();
+    for (auto& t : sleepers) t.cancel();
+    int cancelled = 0;
+    for (auto& t : sleepers) {
+      try {
+        t.join();
+      } catch (const spindle::Cancelled&) {
+        ++cancelled;
+      }
+    }
+    CHECK(cancelled == 100);
+    CHECK(destroyed == 100);
+
+    auto timed = spindle::spawn(small, [&] {
+      Counted c{&destroyed};
+      spindle::Event never;
+      spindle::Timeout t(1ms);
+      never.wait();
+    });
+    CHECK_THROWS_AS(timed.join(), spindle::TimeoutError);
+    CHECK(destroyed == 101);
+
+    auto rethrow = spindle::spawn(small, [&]() -> int {
+      try {
+        throw std::runtime_error("first");
+      } catch (const std::runtime_error&) {
+        Counted c{&destroyed};
+        throw;  // _Unwind_Resume_or_Rethrow
+      }
+    });
+    CHECK_THROWS_WITH_AS(rethrow.join(), "first", std::runtime_error);
+    CHECK(destroyed == 102);
+
+    auto caught = spindle::spawn(small, [] {
+      int n = 0;
+      for (int i = 0; i < 50; ++i) {
+        try {
+          throw i;
+        } catch (int v) {
+          n += v;
+        }
+      }
+      return n;
+    });
+    CHECK(caught.join() == 1225);
+  });
+}
+
+TEST_CASE("stack: small stacks without immediate binding are refused with a clear error") {
+#if !SPINDLE_SMALL_STACKS
+  MESSAGE("small stacks are ordinary stacks in this build");
+#else
+  ChildResult r = run_in_child([] {
+    ::unsetenv("LD_BIND_NOW");
+    spindle::run([] {
+      try {
+        spindle::spawn(spindle::SpawnOptions{.name = {}, .stack_size = spindle::kSmallStackSize}, [] {}).join();
+        std::fputs("no error\n", stderr);
+      } catch (const std::system_error& e) {
+        std::fprintf(stderr, "%s\n", e.what());
+      }
+      // An ordinary stack is still fine.
+      spindle::spawn([] {}).join();
+    });
+  });
+  INFO("child output: " << r.err);
+  CHECK(WIFEXITED(r.status));
+  CHECK(r.err.find("spindle::spawn(stack_size=2048)") != std::string::npos);
+  CHECK(r.err.find("LD_BIND_NOW=1") != std::string::npos);
+#endif
+}
+
+TEST_CASE("stack: an overflow of a small stack is caught by its canary and names the fiber") {
+  if (on_valgrind()) {
+    MESSAGE("skipped under valgrind");
+    return;
+  }
+  // Neighbours are parked below the overflowing fiber: its overflow lands on
+  // mapped memory (their stacks), faults nowhere, and must be caught at the
+  // next switch by the canary before any neighbour runs again.
+  ChildResult r = run_in_child([] {
+    spindle::run([] {
+      std::vector<spindle::Task<void>> parked;
+      for (int i = 0; i < 8; ++i)
+        parked.push_back(spindle::spawn(spindle::SpawnOptions{.name = {}, .stack_size = spindle::kSmallStackSize},
+                                        [] { this_fiber::sleep_for(1h); }));
+      this_fiber::yield();
+      spindle::spawn(spindle::SpawnOptions{.name = "tiny", .stack_size = spindle::kSmallStackSize}, [] {
+        auto* f = spindle::detail::current_fiber();
+        const char* top = static_cast<const char*>(f->stack_base) + f->stack_size;
+        recurse_dense(top, f->stack_size + 700, 0);
+        // A real switch: a yield or a park with nothing else runnable stays
+        // on this fiber, and so does the check.
+        spindle::spawn([] {}).detach();
+        this_fiber::yield();
+        std::fputs("overflow went unnoticed\n", stderr);
+      }).join();
+    });
+  });
+  INFO("child stderr: " << r.err);
+  CHECK(WIFSIGNALED(r.status));
+  if (WIFSIGNALED(r.status)) CHECK(WTERMSIG(r.status) == SIGABRT);
+  CHECK(r.err.find("stack overflow in fiber 'tiny'") != std::string::npos);
+  CHECK(r.err.find("overflow went unnoticed") == std::string::npos);
+#if SPINDLE_SMALL_STACKS
+  CHECK(r.err.find("canary") != std::string::npos);
+#endif
 }
 
 TEST_CASE("stack: 50,000 sleeping fibers work and /proc/self/maps stays far below vm.max_map_count") {

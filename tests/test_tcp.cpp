@@ -283,6 +283,40 @@ TEST_CASE("tcp: thousands of concurrent connections on one thread") {
 
 // ========================================================== read helpers
 
+TEST_CASE("tcp: after a short read the next read waits for new data, and sees a FIN that came with the data") {
+  // A short read means the receive queue was empty, so the next read waits
+  // for the poller first (no read(2) spent on EAGAIN). The FIN's edge may
+  // have been reported together with the data already read: the wait must
+  // not sit out an edge that will never come again.
+  spindle::run([] {
+    auto listener = loopback_listener();
+    auto addr = listener.local_address();
+    auto client = spindle::spawn([&] {
+      auto c = TcpStream::connect(addr);
+      c.write_all("first");
+      spindle::this_fiber::sleep_for(20ms);
+      c.write_all("second");
+      spindle::this_fiber::sleep_for(20ms);
+      c.write_all("last");
+      c.close();  // data and FIN arrive together
+    });
+    auto [conn, peer] = listener.accept();
+    spindle::Timeout guard(10s);
+    std::array<char, 64> buf{};
+    std::string got;
+    std::size_t n = conn.read_some(std::span(buf));
+    got.append(buf.data(), n);
+    CHECK(got == "first");
+    n = conn.read_some(std::span(buf));  // waits for the edge of "second"
+    CHECK(std::string(buf.data(), n) == "second");
+    spindle::this_fiber::sleep_for(60ms);  // "last" and the FIN are both queued now
+    n = conn.read_some(std::span(buf));
+    CHECK(std::string(buf.data(), n) == "last");
+    CHECK(conn.read_some(std::span(buf)) == 0);  // EOF, without waiting
+    client.join();
+  });
+}
+
 TEST_CASE("tcp: read_some returns what has arrived and read_exact waits for the rest") {
   spindle::run([] {
     auto listener = loopback_listener();

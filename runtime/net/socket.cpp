@@ -18,6 +18,7 @@
 #include <system_error>
 
 #include "platform/syscall.hpp"
+#include "runtime/scheduler.hpp"
 
 namespace spindle::net::detail {
 
@@ -96,11 +97,18 @@ std::size_t StreamSocket::take_buffered(std::span<std::byte> buf) noexcept {
 std::size_t StreamSocket::read_raw(void* buf, std::size_t len) {
   int fd = fd_.get();
   if (fd < 0) throw_io_error(EBADF, "read", fd, &peer_);
+  if (drained_) {
+    // Returns at once if an edge arrived since the short read, or if the
+    // peer's FIN or an error was reported: those edges are not repeated.
+    drained_ = false;
+    spindle::detail::wait_readable_unless_closed(fd, "read");
+  }
   ssize_t n = retry_io(fd, Direction::read, [&] { return ::read(fd, buf, len); });
   if (n < 0) {
     int err = errno;
     throw_io_error(err, "read", fd, &peer_);
   }
+  drained_ = short_read_drains_ && n > 0 && static_cast<std::size_t>(n) < len;
   return static_cast<std::size_t>(n);
 }
 

@@ -79,6 +79,7 @@ struct Fiber {
   bool interruptible = false;     // set at park: may cancel/timeouts end this park
   bool detached = false;
   bool fresh = false;  // never resumed yet: entered once by jump_fcontext
+  bool small_stack = false;  // canary checked at every switch out (runtime/stack.hpp)
   std::uint16_t shield_depth = 0;
   std::uint32_t park_seq = 0;  // bumped on every resume from park; see WaitNode
   std::uint32_t timer_index = kNotInHeap;

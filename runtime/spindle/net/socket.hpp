@@ -193,6 +193,13 @@ class StreamSocket {
       : fd_(std::move(fd)), peer_(std::move(peer)) {}
   ~StreamSocket() = default;
 
+  // Set by TcpStream: on TCP a read that returns fewer bytes than asked for
+  // has emptied the receive queue, so the next read waits for the poller's
+  // edge first instead of spending a read(2) on EAGAIN (Tokio does the same).
+  // Not for Unix streams: they stop short at a change of sender credentials
+  // or at passed fds with data still queued.
+  bool short_read_drains_ = false;
+
  private:
   std::size_t buffered() const noexcept { return ahead_.size() - ahead_pos_; }
   std::size_t take_buffered(std::span<std::byte> buf) noexcept;
@@ -202,6 +209,7 @@ class StreamSocket {
   SocketAddress peer_;
   std::string ahead_;           // read-ahead; bytes before ahead_pos_ are consumed
   std::size_t ahead_pos_ = 0;
+  bool drained_ = false;        // the last read was short (see short_read_drains_)
 };
 
 // socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC); throws naming socket.

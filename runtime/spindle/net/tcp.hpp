@@ -47,7 +47,10 @@ class TcpStream : public detail::StreamSocket {
 
  private:
   TcpStream(detail::Descriptor fd, SocketAddress peer) noexcept
-      : StreamSocket(std::move(fd), std::move(peer)) {}
+      : StreamSocket(std::move(fd), std::move(peer)) {
+    // from_fd may adopt a Unix stream; only TCP has the property.
+    short_read_drains_ = peer_address().family() != AF_UNIX;
+  }
   friend class TcpListener;
 };
 
