@@ -34,12 +34,17 @@
 //                        slot readable (edge). The backend also stops the
 //                        signal's default action while it is watched: epoll
 //                        blocks signo in the calling thread and reads it from
-//                        a signalfd; kqueue sets SIG_IGN and uses
-//                        EVFILT_SIGNAL. At most one watch per signo. Throws
+//                        a signalfd; kqueue sets SIG_IGN (SIG_DFL for
+//                        SIGCHLD, whose default is to discard it anyway and
+//                        whose SIG_IGN would make the kernel reap children)
+//                        and uses EVFILT_SIGNAL. At most one watch per
+//                        signo. Throws
 //                        std::system_error naming the call and the signal.
 //   take_signal(signo)   deliveries of signo since the last take (coalesced
 //                        deliveries count once or more, never zero if one
-//                        happened); 0 when none. Never blocks, noexcept.
+//                        happened); 0 when none. Never blocks, noexcept:
+//                        epoll reads the signalfd, kqueue collects pending
+//                        knotes with a zero-timeout kevent.
 //   remove_signal(signo) ends the watch and restores the mask or disposition
 //                        add_signal changed. Harmless if not watched.
 //   add_process(pid, slot)    the slot is reported readable once child pid
