@@ -43,13 +43,15 @@
 // _Unwind_Resume_or_Rethrow, which the executable exports in place of
 // libgcc_s's (libstdc++'s __cxa_throw and every landing pad call them), and
 // forwards to libgcc_s's own: directly when the running fiber has an
-// ordinary stack, and through call_on_stack, on the scheduler's unwind
+// ordinary stack, and through call_on_stack, on the scheduler's side
 // stack, when it has a small one. call_on_stack keeps an ordinary %rbp frame
 // whose CFA is the fiber's stack pointer, so the unwinder walks from the
-// unwind stack straight into the fiber's frames; when it finds a landing pad
+// side stack straight into the fiber's frames; when it finds a landing pad
 // it installs that frame's registers, stack pointer included, and the pad
 // runs on the fiber's stack. Nothing switches fibers while the unwinder
-// runs, so one unwind stack per thread serves every small-stack fiber.
+// runs, so one side stack per thread serves every small-stack fiber. The
+// scheduler's idle step (the poller, timer expiry) runs there too, through
+// call_on_side_stack; it never switches fibers either.
 // The definitions are weak: a fully static link (libgcc_eh.a) keeps
 // libgcc's own, dlsym(RTLD_NEXT) then finds nothing, and small stacks are
 // refused with an error instead.
@@ -213,14 +215,14 @@ void resolve_unwinder() noexcept {
   __atomic_store_n(&g_unwinder.raise, next_symbol<RaiseFn>("_Unwind_RaiseException"), __ATOMIC_RELEASE);
 }
 
-// The unwind stack's top when the running fiber has a small stack and the
-// unwinder is not already running on the unwind stack; nullptr otherwise.
-void* unwind_top() noexcept {
+// The side stack's top when the running fiber has a small stack and is not
+// already running on the side stack; nullptr otherwise.
+void* side_top() noexcept {
   Scheduler* s = Scheduler::current();
   if (!s) return nullptr;
   Fiber* f = s->running();
   if (!f->small_stack) return nullptr;
-  const Stack& u = s->unwind_stack();
+  const Stack& u = s->side_stack();
   auto* sp = static_cast<char*>(__builtin_frame_address(0));
   auto* base = static_cast<char*>(u.base);
   if (sp >= base && sp < base + u.size) return nullptr;
@@ -228,6 +230,13 @@ void* unwind_top() noexcept {
 }
 
 }  // namespace
+
+void call_on_side_stack(void (*fn)(void*), void* arg) {
+  if (void* top = side_top())
+    spindle_call_on_stack(arg, reinterpret_cast<void*>(fn), top);
+  else
+    fn(arg);
+}
 
 void prepare_small_stack_unwinding() {
   resolve_unwinder();
@@ -237,6 +246,7 @@ void prepare_small_stack_unwinding() {
                             "library (static libgcc?), so small fiber stacks are unavailable");
 }
 #else
+void call_on_side_stack(void (*fn)(void*), void* arg) { fn(arg); }
 void prepare_small_stack_unwinding() {}
 #endif
 
@@ -246,18 +256,18 @@ void prepare_small_stack_unwinding() {}
 using spindle::detail::g_unwinder;
 using spindle::detail::resolve_unwinder;
 using spindle::detail::spindle_call_on_stack;
-using spindle::detail::unwind_top;
+using spindle::detail::side_top;
 
 extern "C" [[gnu::weak]] _Unwind_Reason_Code _Unwind_RaiseException(_Unwind_Exception* e) {
   resolve_unwinder();
-  if (void* top = unwind_top())
+  if (void* top = side_top())
     return static_cast<_Unwind_Reason_Code>(spindle_call_on_stack(e, reinterpret_cast<void*>(g_unwinder.raise), top));
   return g_unwinder.raise(e);
 }
 
 extern "C" [[gnu::weak]] _Unwind_Reason_Code _Unwind_Resume_or_Rethrow(_Unwind_Exception* e) {
   resolve_unwinder();
-  if (void* top = unwind_top())
+  if (void* top = side_top())
     return static_cast<_Unwind_Reason_Code>(
         spindle_call_on_stack(e, reinterpret_cast<void*>(g_unwinder.resume_or_rethrow), top));
   return g_unwinder.resume_or_rethrow(e);
@@ -265,7 +275,7 @@ extern "C" [[gnu::weak]] _Unwind_Reason_Code _Unwind_Resume_or_Rethrow(_Unwind_E
 
 extern "C" [[gnu::weak]] void _Unwind_Resume(_Unwind_Exception* e) {
   resolve_unwinder();
-  if (void* top = unwind_top()) spindle_call_on_stack(e, reinterpret_cast<void*>(g_unwinder.resume), top);
+  if (void* top = side_top()) spindle_call_on_stack(e, reinterpret_cast<void*>(g_unwinder.resume), top);
   g_unwinder.resume(e);
   __builtin_unreachable();
 }

@@ -166,7 +166,7 @@ void wait_exit(ProcessState& st, const char* call, bool any_error_polls) {
     ~ReleaseSlot() { s.release_source_slot(slot); }
   } release_slot{s, slot};
   try {
-    s.poller().add_process(st.pid, slot);
+    s.with_poller([&](platform::Poller& p) { p.add_process(st.pid, slot); });
   } catch (const std::system_error& e) {
     // ENOSYS: pidfd_open needs Linux 5.3. EPERM: seccomp profiles older than
     // the call deny it that way.
@@ -179,7 +179,9 @@ void wait_exit(ProcessState& st, const char* call, bool any_error_polls) {
   struct Unwatch {
     Scheduler& s;
     pid_t pid;
-    ~Unwatch() { s.poller().remove_process(pid); }
+    ~Unwatch() {
+      s.with_poller([&](platform::Poller& p) { p.remove_process(pid); });
+    }
   } unwatch{s, st.pid};
   // A wake is only a hint (an older edge, or another fiber reaped through
   // try_wait meanwhile): the status decides.

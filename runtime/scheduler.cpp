@@ -104,11 +104,11 @@ Scheduler::~Scheduler() {
 
 void Scheduler::start(Fiber* f, std::string&& name, std::size_t stack_size) {
   Stack st = stacks_.acquire(stack_size ? stack_size : default_stack_);
-  if (st.small && !unwind_stack_.base) {
+  if (st.small && !side_stack_.base) {
     try {
       require_immediate_binding(stack_size);
       prepare_small_stack_unwinding();
-      unwind_stack_ = stacks_.acquire(kUnwindStackSize);
+      side_stack_ = stacks_.acquire(kSideStackSize);
     } catch (...) {
       stacks_.release(st);
       throw;
@@ -203,9 +203,13 @@ void Scheduler::finish_run(Fiber* root) noexcept {
 }
 
 [[gnu::noinline]] Fiber* Scheduler::next_runnable_slow() noexcept {
-  if ((ticks_ & (kPollInterval - 1)) == 0) poll(false);
-  while (!head_) poll(true);
+  if ((ticks_ & (kPollInterval - 1)) == 0) poll_from_fiber(false);
+  while (!head_) poll_from_fiber(true);
   return pop();
+}
+
+void Scheduler::poll_from_fiber(bool may_block) noexcept {
+  off_small_stack([&] { poll(may_block); });
 }
 
 WakeReason Scheduler::park(Fiber* f, std::int64_t deadline) noexcept {
@@ -257,7 +261,7 @@ void Scheduler::ready(Fiber* f, WakeReason r) noexcept {
 }
 
 [[gnu::noinline]] void Scheduler::yield_slow(Fiber* f) noexcept {
-  if ((ticks_ & (kPollInterval - 1)) == 0) poll(false);
+  if ((ticks_ & (kPollInterval - 1)) == 0) poll_from_fiber(false);
   if (!head_) {
     // Alone: a timer may have fallen due (a manual clock just moved); its
     // fiber runs now, as clock.hpp promises, not kPollInterval yields later.
@@ -365,7 +369,7 @@ IoSlot& Scheduler::slot_for(int fd) {
   if (!slots_[chunk]) slots_[chunk] = std::make_unique<IoSlot[]>(kSlotChunk);
   IoSlot& s = slots_[chunk][static_cast<std::size_t>(fd) % kSlotChunk];
   if (!s.registered) {
-    poller_.add(fd, s);
+    off_small_stack([&] { poller_.add(fd, s); });
     ++watched_fds_;
   }
   return s;
@@ -377,7 +381,7 @@ void Scheduler::forget(int fd) noexcept {
   if (chunk >= slots_.size() || !slots_[chunk]) return;
   IoSlot& s = slots_[chunk][static_cast<std::size_t>(fd) % kSlotChunk];
   if (!s.registered) return;
-  poller_.remove(fd);
+  off_small_stack([&] { poller_.remove(fd); });
   --watched_fds_;
   ++s.seq;
   s.registered = false;

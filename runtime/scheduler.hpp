@@ -22,6 +22,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 #include <spindle/detail/fiber.hpp>
@@ -37,7 +38,7 @@ namespace spindle::detail {
 class Scheduler {
  public:
   static constexpr std::uint32_t kPollInterval = 1024;  // a power of two
-  static constexpr std::size_t kUnwindStackSize = 64 * 1024;
+  static constexpr std::size_t kSideStackSize = 64 * 1024;
 
   explicit Scheduler(const RunOptions& options);
   ~Scheduler();
@@ -72,7 +73,7 @@ class Scheduler {
   void forget(int fd) noexcept;
 
   // --- event sources that are not fds (signals, child exits) ---
-  // A slot to hand to poller().add_signal / add_process. Source slots come
+  // A slot to hand to the poller's add_signal / add_process. Source slots come
   // from their own pool, are never freed while the scheduler runs (a late
   // kernel event may still name one) and count as watched, so a busy run
   // queue still polls for them. Release only after the poller forgot every
@@ -80,14 +81,39 @@ class Scheduler {
   // queued for it drop, and readies a fiber still parked on it with `closed`.
   IoSlot& acquire_source_slot();
   void release_source_slot(IoSlot& slot) noexcept;
-  platform::Poller& poller() noexcept { return poller_; }
+  // Calls f(poller) for the registrations that are not fds, off a small
+  // stack (see off_small_stack).
+  template <class F>
+  decltype(auto) with_poller(F&& f) {
+    return off_small_stack([&]() -> decltype(auto) { return f(poller_); });
+  }
+  // Runs f() on the side stack when the running fiber's stack is small.
+  // Every call into the poller from a fiber's path goes through here: a
+  // backend may use what stack it likes (the kqueue emulation in the tests
+  // takes locks and fstats an fd inside kevent()), and only the side stack
+  // has it to spare. An exception from f() unwinds from the side stack
+  // straight into the fiber's frames (runtime/context.cpp).
+  template <class F>
+  auto off_small_stack(F&& f) -> decltype(f()) {
+    if (!running_->small_stack) [[likely]]
+      return f();
+    using R = decltype(f());
+    if constexpr (std::is_void_v<R>) {
+      call_on_side_stack([](void* p) { (*static_cast<std::remove_reference_t<F>*>(p))(); }, &f);
+    } else {
+      std::optional<R> result;
+      auto call = [&] { result.emplace(f()); };
+      call_on_side_stack([](void* p) { (*static_cast<decltype(call)*>(p))(); }, &call);
+      return std::move(*result);
+    }
+  }
 
   std::int64_t now() const noexcept;
   std::size_t live_fibers() const noexcept { return live_; }
   const StackPool& stacks() const noexcept { return stacks_; }
-  // Where the unwinder runs for small-stack fibers (runtime/context.cpp);
-  // mapped with the first small stack.
-  const Stack& unwind_stack() const noexcept { return unwind_stack_; }
+  // Where the unwinder and the idle step run for small-stack fibers
+  // (runtime/context.cpp); mapped with the first small stack.
+  const Stack& side_stack() const noexcept { return side_stack_; }
 
  private:
   friend void switch_context(Fiber* from, Fiber* to) noexcept;
@@ -111,6 +137,10 @@ class Scheduler {
   Fiber* next_runnable_slow() noexcept;
   void switch_to(Fiber* from, Fiber* to) noexcept;
   void poll(bool may_block) noexcept;
+  // poll() from a fiber's path: on the side stack when the fiber's own
+  // stack is small (the poller, the timer heap and ReadyList growth need
+  // more than 2 KiB, the kqueue backend most of all).
+  void poll_from_fiber(bool may_block) noexcept;
   void dispatch_io() noexcept;
   void expire_timers() noexcept;
 
@@ -133,7 +163,7 @@ class Scheduler {
 
   TimerHeap timers_;
   StackPool stacks_;
-  Stack unwind_stack_;
+  Stack side_stack_;
   platform::Poller poller_;
   ReadyList events_;
   // Registered fds plus source slots in use: while non-zero, the fairness
@@ -198,6 +228,9 @@ void install_overflow_handler();
 // for small stacks; called before the first small stack is handed out, on
 // an ordinary stack.
 void prepare_small_stack_unwinding();
+// Calls fn(arg) on the scheduler's side stack when the running fiber has a
+// small stack and is not already there; otherwise calls it directly.
+void call_on_side_stack(void (*fn)(void*), void* arg);
 void* install_thread_altstack();
 void remove_thread_altstack(void* altstack) noexcept;
 

@@ -133,7 +133,7 @@ struct SignalHub {
     ::pthread_sigmask(SIG_BLOCK, nullptr, &current);
     blocked_before[signo] = sigismember(&current, signo) == 1;
     try {
-      s.poller().add_signal(signo, *slot);
+      s.with_poller([&](platform::Poller& p) { p.add_signal(signo, *slot); });
     } catch (...) {
       if (watched == 0) release_slot();
       throw;
@@ -146,7 +146,7 @@ struct SignalHub {
     for (std::size_t i = 0; i < set.size(); ++i) {
       const int signo = set[i];
       if (!first_occurrence(set, i) || --watchers[signo] > 0) continue;
-      sched->poller().remove_signal(signo);
+      sched->with_poller([&](platform::Poller& p) { p.remove_signal(signo); });
       if (--watched == 0) release_slot();
     }
   }
@@ -168,7 +168,7 @@ struct SignalHub {
     if (slot == nullptr) return;
     for (int signo = 1; signo < NSIG; ++signo) {
       if (watchers[signo] == 0 || !wanted(signo)) continue;
-      if (sched->poller().take_signal(signo) == 0) continue;
+      if (sched->with_poller([&](platform::Poller& p) { return p.take_signal(signo); }) == 0) continue;
       for (SignalWaiter* w = head; w; w = w->next) {
         if (!w->wants(signo)) continue;
         w->got = signo;

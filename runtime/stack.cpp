@@ -51,6 +51,7 @@ Stack StackPool::acquire(std::size_t size) {
     small = size < page_;
     if (small) size -= kCanaryBytes;
   }
+  if (!SPINDLE_SMALL_STACKS && size < page_) size = kSmallFallback;
   if (!small) {
     size = (size + page_ - 1) / page_ * page_;
     if (size < 2 * page_) size = 2 * page_;

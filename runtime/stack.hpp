@@ -39,11 +39,13 @@
 // C++ exceptions: the unwinder alone needs about 2 KiB of stack (its frame
 // state and two register contexts), more than a small stack has to spare,
 // and cancellation is an exception. So while a small-stack fiber runs, the
-// unwinder's entry points run on a per-thread unwind stack instead (see
+// unwinder's entry points run on a per-thread side stack instead (see
 // runtime/context.cpp); only the landing pads (destructors, catch blocks)
 // run on the fiber's own stack. Where that is not available
 // (SPINDLE_SMALL_STACKS == 0: not x86-64 ELF, or a sanitizer build) a small
-// size gives an ordinary guarded stack.
+// size gives an ordinary guarded stack of kSmallFallback bytes: what was
+// asked for is a fiber with shallow frames, and instrumented frames are
+// not shallow.
 //
 // Reuse. A released stack goes back to its size's free list still resident
 // (a warm stack costs no page faults); beyond kWarmStacks free stacks of a
@@ -102,6 +104,8 @@ class StackPool {
   static constexpr std::size_t kGuardPages = 4;
   static constexpr std::size_t kSmallGrain = 256;
   static constexpr std::size_t kMinSmall = 1024;
+  // A small request where small stacks are unavailable (see above).
+  static constexpr std::size_t kSmallFallback = 64 * 1024;
 
   StackPool();
   ~StackPool();

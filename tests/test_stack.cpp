@@ -16,6 +16,7 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -290,8 +291,47 @@ TEST_CASE("stack: small stacks are packed without guards and run parking fibers"
   });
 }
 
+TEST_CASE("stack: the idle step of a small-stack fiber runs off its stack") {
+  // The last fiber to park runs the scheduler's idle step (poller wait,
+  // ReadyList growth, timer expiry); with 256 fds ready at once that needs
+  // far more than 2 KiB. The canary check at each switch would abort if it
+  // ran on the fiber's own stack.
+  constexpr int kPipes = 256;
+  std::vector<std::pair<int, int>> pipes;
+  for (int i = 0; i < kPipes; ++i) {
+    int fds[2];
+    REQUIRE(::pipe2(fds, O_NONBLOCK | O_CLOEXEC) == 0);
+    pipes.emplace_back(fds[0], fds[1]);
+  }
+  int woke = 0;
+  spindle::run([&] {
+    const spindle::SpawnOptions small{.name = {}, .stack_size = spindle::kSmallStackSize};
+    std::vector<spindle::Task<void>> readers;
+    for (auto [r, w] : pipes)
+      readers.push_back(spindle::spawn(small, [&, r = r] {
+        spindle::wait_readable(r);
+        char c;
+        if (::read(r, &c, 1) == 1) ++woke;
+      }));
+    // Written from a plain thread once every fiber is parked: main parks
+    // first (in join), so the last reader to park enters the poller wait.
+    std::thread writer([&] {
+      std::this_thread::sleep_for(20ms);
+      for (auto [r, w] : pipes)
+        if (::write(w, "x", 1) != 1) std::abort();
+    });
+    for (auto& t : readers) t.join();
+    writer.join();
+  });
+  CHECK(woke == kPipes);
+  for (auto [r, w] : pipes) {
+    ::close(r);
+    ::close(w);
+  }
+}
+
 TEST_CASE("stack: small-stack fibers unwind: cancellation, Timeout, throw, rethrow") {
-  // The unwinder runs on the scheduler's unwind stack (runtime/context.cpp);
+  // The unwinder runs on the scheduler's side stack (runtime/context.cpp);
   // destructors and catch blocks run on the fiber's 2 KiB.
   spindle::run([] {
     const spindle::SpawnOptions small{.name = {}, .stack_size = spindle::kSmallStackSize};
@@ -351,6 +391,18 @@ TEST_CASE("stack: small-stack fibers unwind: cancellation, Timeout, throw, rethr
       return n;
     });
     CHECK(caught.join() == 1225);
+
+    // An error from the poller is thrown on the side stack (where poller
+    // calls run for small stacks) and lands in the fiber's frames.
+    const int closed_fd = ::dup(0);
+    REQUIRE(closed_fd >= 0);
+    ::close(closed_fd);
+    auto bad_fd = spindle::spawn(small, [&] {
+      Counted c{&destroyed};
+      spindle::wait_readable(closed_fd);
+    });
+    CHECK_THROWS_AS(bad_fd.join(), std::system_error);
+    CHECK(destroyed == 103);
   });
 }
 
