@@ -83,6 +83,30 @@ inline double elapsed_ns(Clock::time_point start, Clock::time_point stop) {
   return std::chrono::duration<double, std::nano>(stop - start).count();
 }
 
+// MXCSR's sticky exception flags. The harness's own arithmetic (calibration,
+// medians) raises the inexact flag on the thread, and Boost.Context keeps a
+// copy of MXCSR per context: a peer whose contexts were made before that
+// arithmetic would load a different MXCSR on every switch, which on Intel
+// costs about 55 ns, for the harness's sake, not its own. So every timed run
+// starts with the flags clear; the *_fpflags cases raise one on purpose to
+// show that cost (bench/README.md, switch).
+#if defined(__x86_64__)
+inline void clear_fp_flags() {
+  unsigned v;
+  asm volatile("stmxcsr %0" : "=m"(v));
+  v &= ~0x3fu;
+  asm volatile("ldmxcsr %0" : : "m"(v));
+}
+inline void raise_inexact() {
+  volatile double one = 1.0, three = 3.0;
+  volatile double q = one / three;  // not representable: sets the inexact flag
+  (void)q;
+}
+#else
+inline void clear_fp_flags() {}
+inline void raise_inexact() {}
+#endif
+
 // ---------------------------------------------------------------------------
 // Machine description
 
@@ -359,6 +383,7 @@ class Runner {
     auto g = std::max<std::uint64_t>(1, c.granularity);
     auto round = [g](std::uint64_t n) { return std::max(g, (n + g - 1) / g * g); };
     auto run = [&](std::uint64_t n) -> double {
+      clear_fp_flags();
       if constexpr (std::is_void_v<std::invoke_result_t<Body&, std::uint64_t>>) {
         auto start = Clock::now();
         body(n);

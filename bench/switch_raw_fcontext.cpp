@@ -58,9 +58,27 @@ int main(int argc, char** argv) {
   if (runner.wants("raw_fcontext")) {
     auto pin = bench::pin_current_thread(bench::primary_cpu());
     Stack stack;
-    ctx::fcontext_t peer = ctx::make_fcontext(stack.top(), kStackSize, partner);
     runner.time("raw_fcontext", {.unit = "ns/switch", .granularity = 2, .note = pin.note()},
                 [&](std::uint64_t n) {
+                  // A fresh partner per run (the last one is abandoned in its
+                  // loop): make_fcontext records this side's MXCSR, exception
+                  // flags included, so both sides load the same value.
+                  ctx::fcontext_t peer = ctx::make_fcontext(stack.top(), kStackSize, partner);
+                  for (std::uint64_t i = 0; i < n; i += 2) {
+                    peer = ctx::jump_fcontext(peer, nullptr).fctx;
+                  }
+                });
+  }
+  if (runner.wants("raw_fcontext_fpflags")) {
+    // The same after this side raised the inexact flag and the partner did
+    // not: every jump loads a different MXCSR (what spindle's switch avoids,
+    // runtime/context.cpp).
+    auto pin = bench::pin_current_thread(bench::primary_cpu());
+    Stack stack;
+    runner.time("raw_fcontext_fpflags", {.unit = "ns/switch", .granularity = 2, .note = pin.note()},
+                [&](std::uint64_t n) {
+                  ctx::fcontext_t peer = ctx::make_fcontext(stack.top(), kStackSize, partner);
+                  bench::raise_inexact();
                   for (std::uint64_t i = 0; i < n; i += 2) {
                     peer = ctx::jump_fcontext(peer, nullptr).fctx;
                   }

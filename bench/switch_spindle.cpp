@@ -4,6 +4,8 @@
 //                      FIFO, so each yield hands control to the other one.
 //                      Compare with raw_fcontext, the bare jump_fcontext
 //                      ping-pong the runtime is built on.
+//   spindle_pingpong_fpflags — the same after one of the two raised MXCSR's
+//                      inexact flag (compare raw_fcontext_fpflags).
 //   spindle_ring1000 — 1,000 fibers yielding in turn: the same switch with
 //                      1,000 stacks and fiber records cycling through the
 //                      caches, closer to a busy server than a ping-pong.
@@ -20,13 +22,15 @@ namespace {
 
 constexpr std::uint64_t kRing = 1000;
 
-// `fibers` fibers each yield n / fibers times.
-double yield_round(std::uint64_t fibers, std::uint64_t n) {
+// `fibers` fibers each yield n / fibers times; with fp_flag the first one
+// raises MXCSR's inexact flag before it starts and the others do not.
+double yield_round(std::uint64_t fibers, std::uint64_t n, bool fp_flag = false) {
   bench::Clock::time_point start, stop;
   bool started = false;
   auto body = [&, per_fiber = n / fibers] {
     if (!started) {
       started = true;
+      if (fp_flag) bench::raise_inexact();
       start = bench::Clock::now();
     }
     for (std::uint64_t i = 0; i < per_fiber; ++i) spindle::this_fiber::yield();
@@ -48,6 +52,12 @@ int main(int argc, char** argv) {
     spindle::run([&] {
       runner.time("spindle_pingpong", {.unit = "ns/switch", .granularity = 2, .note = pin.note()},
                   [](std::uint64_t n) { return yield_round(2, n); });
+    });
+  }
+  if (runner.wants("spindle_pingpong_fpflags")) {
+    spindle::run([&] {
+      runner.time("spindle_pingpong_fpflags", {.unit = "ns/switch", .granularity = 2, .note = pin.note()},
+                  [](std::uint64_t n) { return yield_round(2, n, true); });
     });
   }
   if (runner.wants("spindle_ring1000")) {

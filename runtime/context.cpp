@@ -23,12 +23,25 @@
 //   and the uncaught count) are per thread in libstdc++; with fibers they
 //   must be per fiber, or a fiber parked in a catch block would see another
 //   fiber's exception on `throw;`. They are swapped here, two words a side.
-// - The FP environment is left to jump_fcontext, which saves MXCSR and the
-//   x87 control word of the context it leaves and loads those of the one it
-//   enters. make_fcontext records the creating thread's values, so a new
-//   fiber starts with exactly the spawner's settings and the load never
-//   changes MXCSR unless some fiber changed it (a differing MXCSR costs tens
-//   of ns per switch).
+// - The FP environment: jump_fcontext saves MXCSR and the x87 control word
+//   of the context it leaves and loads those of the one it enters, and
+//   make_fcontext records the creating thread's values, so the control
+//   modes (rounding, FTZ/DAZ, exception masks, x87 precision) are per fiber
+//   and a new fiber starts with its spawner's. MXCSR also holds the six
+//   sticky exception flags, which any inexact division sets. Left alone, a
+//   fiber that has raised one and a fiber that has not would make every
+//   switch between them load a different MXCSR, and an `ldmxcsr` that
+//   changes the value is slow: on the Intel VM here a 4 ns jump becomes
+//   60 ns (bench: raw_fcontext_fpflags against spindle_pingpong_fpflags).
+//   So the flags are made the thread's, as they are for threads, Go, libco
+//   and Photon: switch_context notes the MXCSR image the routine will load
+//   (offset 0 of an fcontext frame on x86-64, checked once per scheduler by
+//   fp_frame_layout_ok), and resumed() compares its flags with those the
+//   leaving context saved; if they differ (rarely, once flags have spread)
+//   it loads the leaving context's flags. Every context then carries the
+//   same flags and the switch's load changes MXCSR only when a fiber changed
+//   its own control modes. Comparing after the switch costs two loads; doing
+//   it before would need a `stmxcsr`, which measured 1.5 ns a switch.
 // - A fiber on a small stack (runtime/stack.hpp) has its canary checked on
 //   the way out: one predictable branch for every other fiber.
 // - ASan needs to be told about every stack change
@@ -76,6 +89,12 @@
 #include <sanitizer/tsan_interface.h>
 #endif
 
+#if defined(SPINDLE_ASAN)
+#define SPINDLE_NO_ASAN __attribute__((no_sanitize("address")))
+#else
+#define SPINDLE_NO_ASAN
+#endif
+
 namespace spindle::detail {
 
 namespace bctx = boost::context::detail;
@@ -86,6 +105,31 @@ EhState* thread_eh_globals() noexcept {
   static_assert(sizeof(EhState) == 16);
   return reinterpret_cast<EhState*>(abi::__cxa_get_globals());
 }
+
+#if SPINDLE_SHARE_FP_FLAGS
+namespace {
+constexpr std::uint32_t kMxcsrFlags = 0x3f;  // IE DE ZE OE UE PE: sticky status
+
+std::uint32_t read_mxcsr() noexcept {
+  std::uint32_t v;
+  asm volatile("stmxcsr %0" : "=m"(v));
+  return v;
+}
+
+// Reads the MXCSR image at offset 0 of a parked context's frame. The frame
+// lies on that context's own stack, below anything ASan tracks as live.
+SPINDLE_NO_ASAN inline std::uint32_t saved_mxcsr(const void* frame) noexcept {
+  return *static_cast<const std::uint32_t*>(frame);
+}
+
+// Rare: the context just resumed loaded flags that differ from those of the
+// context that left. The leaving context's flags are the thread's now.
+[[gnu::noinline, gnu::cold]] void adopt_fp_flags(std::uint32_t loaded, std::uint32_t left) noexcept {
+  const std::uint32_t v = (loaded & ~kMxcsrFlags) | (left & kMxcsrFlags);
+  asm volatile("ldmxcsr %0" : : "m"(v));
+}
+}  // namespace
+#endif
 
 // Runs on the context that was just resumed; `data` is the fiber it took
 // over from, `fctx` where that fiber stopped.
@@ -103,6 +147,12 @@ EhState* thread_eh_globals() noexcept {
   }
 #endif
   prev->ctx = fctx;
+#if SPINDLE_SHARE_FP_FLAGS
+  if (__builtin_expect(s->share_fp_flags_, true)) {
+    const std::uint32_t left = saved_mxcsr(fctx), loaded = s->incoming_mxcsr_;
+    if (__builtin_expect(((left ^ loaded) & kMxcsrFlags) != 0, false)) adopt_fp_flags(loaded, left);
+  }
+#endif
   if (prev->state == FiberState::done) {
 #if defined(SPINDLE_TSAN)
     __tsan_destroy_fiber(prev->tsan_fiber);
@@ -136,11 +186,37 @@ void init_context(Fiber* f) noexcept {
 #endif
 }
 
+#if SPINDLE_SHARE_FP_FLAGS
+
+bool fp_frame_layout_ok() noexcept {
+  // make_fcontext writes the frame that jump_fcontext and ontop_fcontext
+  // read back: MXCSR at offset 0, the x87 control word at offset 4. A Boost
+  // built differently (BOOST_USE_TSX saves neither) fails this, and the
+  // flags are then left per fiber.
+  alignas(16) unsigned char probe[256];
+  bctx::fcontext_t c = bctx::make_fcontext(probe + sizeof probe, sizeof probe, nullptr);
+  std::uint32_t mxcsr = 0;
+  std::uint16_t fcw = 0, want_fcw = 0;
+  std::memcpy(&mxcsr, c, sizeof mxcsr);
+  std::memcpy(&fcw, static_cast<unsigned char*>(c) + 4, sizeof fcw);
+  asm volatile("fnstcw %0" : "=m"(want_fcw));
+  return mxcsr == read_mxcsr() && fcw == want_fcw;
+}
+#else
+bool fp_frame_layout_ok() noexcept { return false; }
+#endif
+
 void switch_context(Fiber* from, Fiber* to) noexcept {
   // A small stack has a canary, not a guard: check it before anything else
   // runs, in particular the neighbour whose stack an overflow runs into.
   if (__builtin_expect(from->small_stack, false) && !canary_intact(from->stack_base))
     report_overflow(from, "its canary was overwritten");
+#if SPINDLE_SHARE_FP_FLAGS
+  // What the switch routine is about to load; resumed() compares it with
+  // what the leaving context saved. Read now, while the target's frame is
+  // still intact (the resumed code pushes its own frames over it).
+  from->sched->incoming_mxcsr_ = saved_mxcsr(to->ctx);
+#endif
   // Copied as 16-byte blocks (pointer, count, padding): two SSE moves a side.
   EhState* g = from->sched->eh_globals_;
   std::memcpy(&from->eh, g, sizeof(EhState));

@@ -84,7 +84,8 @@ std::string fiber_name(const Fiber* f) {
 Scheduler::Scheduler(const RunOptions& options)
     : clock_(options.clock),
       default_stack_(options.default_stack_size ? options.default_stack_size : kDefaultStackSize),
-      eh_globals_(thread_eh_globals()) {
+      eh_globals_(thread_eh_globals()),
+      share_fp_flags_(fp_frame_layout_ok()) {
   main_.sched = this;
   main_.state = FiberState::runnable;
   main_.name = "spindle::run";

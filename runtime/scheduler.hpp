@@ -33,6 +33,14 @@
 #include "runtime/stack.hpp"
 #include "runtime/timer.hpp"
 
+// x86-64: the switch makes MXCSR's exception flags the thread's (see
+// runtime/context.cpp). Elsewhere the FP state is left to Boost.Context.
+#if defined(__x86_64__)
+#define SPINDLE_SHARE_FP_FLAGS 1
+#else
+#define SPINDLE_SHARE_FP_FLAGS 0
+#endif
+
 namespace spindle::detail {
 
 class Scheduler {
@@ -160,6 +168,8 @@ class Scheduler {
   Fiber* all_head_ = nullptr;
   bool main_waits_for_exit_ = false;
   EhState* eh_globals_;
+  bool share_fp_flags_;  // fp_frame_layout_ok(), read by every switch
+  std::uint32_t incoming_mxcsr_ = 0;  // MXCSR image the current switch loads
 
   TimerHeap timers_;
   StackPool stacks_;
@@ -218,6 +228,7 @@ void wait_slot(Fiber* f, IoSlot& slot, bool write, const char* call, SlotName na
 void init_context(Fiber* f) noexcept;
 void switch_context(Fiber* from, Fiber* to) noexcept;
 EhState* thread_eh_globals() noexcept;
+bool fp_frame_layout_ok() noexcept;
 
 // runtime/overflow.cpp
 void install_overflow_handler();
