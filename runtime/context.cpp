@@ -95,6 +95,16 @@
 #define SPINDLE_NO_ASAN
 #endif
 
+// Boost declares its switch routine without noexcept, and a call from a
+// noexcept function to one that may throw needs a frame of its own (for
+// std::terminate), which rules out a tail call. The routine is assembly and
+// never throws: this second declaration of the same symbol says so, and lets
+// switch_context end in a jump instead of a call and a return.
+extern "C" boost::context::detail::transfer_t spindle_ontop_fcontext(
+    boost::context::detail::fcontext_t to, void* vp,
+    boost::context::detail::transfer_t (*fn)(boost::context::detail::transfer_t)) noexcept
+    __asm__("ontop_fcontext");
+
 namespace spindle::detail {
 
 namespace bctx = boost::context::detail;
@@ -235,7 +245,7 @@ void switch_context(Fiber* from, Fiber* to) noexcept {
     to->fresh = false;
     bctx::jump_fcontext(to->ctx, from);  // the trampoline runs resumed()
   } else {
-    bctx::ontop_fcontext(to->ctx, from, &on_resume);
+    spindle_ontop_fcontext(to->ctx, from, &on_resume);
   }
 }
 

@@ -196,7 +196,7 @@ void Scheduler::finish_run(Fiber* root) noexcept {
 // fiber exit; polling and the idle wait are out of line.
 [[gnu::always_inline]] inline Fiber* Scheduler::next_runnable() noexcept {
   Fiber* next = head_;
-  if ((++ticks_ & (kPollInterval - 1)) == 0 || !next) [[unlikely]]
+  if (--poll_budget_ == 0 || !next) [[unlikely]]
     return next_runnable_slow();
   head_ = next->next;
   if (!head_) tail_ = nullptr;
@@ -204,7 +204,10 @@ void Scheduler::finish_run(Fiber* root) noexcept {
 }
 
 [[gnu::noinline]] Fiber* Scheduler::next_runnable_slow() noexcept {
-  if ((ticks_ & (kPollInterval - 1)) == 0) poll_from_fiber(false);
+  if (poll_budget_ == 0) {
+    poll_budget_ = kPollInterval;
+    poll_from_fiber(false);
+  }
   while (!head_) poll_from_fiber(true);
   return pop();
 }
@@ -247,7 +250,7 @@ void Scheduler::ready(Fiber* f, WakeReason r) noexcept {
 // switches, an empty run queue) is in yield_slow.
 [[gnu::always_inline]] inline void Scheduler::yield(Fiber* f) noexcept {
   Fiber* next = head_;
-  if ((++ticks_ & (kPollInterval - 1)) == 0 || !next) [[unlikely]]
+  if (--poll_budget_ == 0 || !next) [[unlikely]]
     return yield_slow(f);
   f->next = nullptr;
   if (next == tail_) {
@@ -262,7 +265,10 @@ void Scheduler::ready(Fiber* f, WakeReason r) noexcept {
 }
 
 [[gnu::noinline]] void Scheduler::yield_slow(Fiber* f) noexcept {
-  if ((ticks_ & (kPollInterval - 1)) == 0) poll_from_fiber(false);
+  if (poll_budget_ == 0) {
+    poll_budget_ = kPollInterval;
+    poll_from_fiber(false);
+  }
   if (!head_) {
     // Alone: a timer may have fallen due (a manual clock just moved); its
     // fiber runs now, as clock.hpp promises, not kPollInterval yields later.
@@ -697,7 +703,9 @@ namespace this_fiber {
 
 namespace {
 // Out of line so that yield() itself saves no registers (see Scheduler::yield).
-[[gnu::noinline, noreturn]] void yield_outside_fiber() {
+// Not noreturn, and noipa so that GCC does not infer it: GCC never tail-calls
+// a noreturn function, and a call here costs yield() a frame.
+[[gnu::noipa]] void yield_outside_fiber() {
   throw std::logic_error("spindle::this_fiber::yield called outside a fiber (no spindle::run on this thread)");
 }
 
