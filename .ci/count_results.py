@@ -35,6 +35,7 @@ Python 3 standard library only.
 
 import argparse
 import json
+import glob
 import os
 import re
 import sys
@@ -135,6 +136,11 @@ def line_for(label, passed, failed):
 def count_build(args):
     build = args.build_dir
     log = os.path.join(build, "meson-logs", "testlog.json")
+    if not os.path.exists(log):
+        # `meson test --wrapper W` names its log testlog-W.json instead.
+        wrapped = sorted(glob.glob(os.path.join(build, "meson-logs", "testlog-*.json")))
+        if len(wrapped) == 1:
+            log = wrapped[0]
     passed = failed = skipped = 0
     failures, skips = [], []
     tag = f"[{args.label}] " if args.label else ""

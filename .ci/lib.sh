@@ -50,7 +50,7 @@ run_suite() {
 
   # Stale results of an earlier run must never be counted: meson test does
   # not rewrite testlog.json when it runs no tests.
-  rm -f "$dir/ci-counts.json" "$dir/meson-logs/testlog.json"
+  rm -f "$dir/ci-counts.json" "$dir/meson-logs/testlog.json" "$dir"/meson-logs/testlog-*.json
 
   echo "ci: == $label: meson setup $dir ${setup_args[*]}"
   if ! meson_configure "$dir" "${setup_args[@]}"; then

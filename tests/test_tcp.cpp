@@ -24,6 +24,10 @@
 
 #include <spindle/spindle.hpp>
 
+#if defined(SPINDLE_HAVE_VALGRIND)
+#include <valgrind/valgrind.h>
+#endif
+
 using namespace std::chrono_literals;
 using spindle::net::SocketAddress;
 using spindle::net::TcpListener;
@@ -641,6 +645,14 @@ TEST_CASE("tcp: closing a stream wakes a fiber parked on it with EBADF") {
 }
 
 TEST_CASE("tcp: accept rides out EMFILE, keeps serving open connections, logs once and recovers") {
+#if defined(SPINDLE_HAVE_VALGRIND)
+  if (RUNNING_ON_VALGRIND) {
+    // valgrind keeps descriptors of its own and emulates RLIMIT_NOFILE, so
+    // the limit below does not leave accept() without a descriptor.
+    MESSAGE("skipped under valgrind");
+    return;
+  }
+#endif
   CaptureStderr captured;
   spindle::run([] {
     auto listener = loopback_listener();
