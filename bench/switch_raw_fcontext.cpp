@@ -10,6 +10,7 @@
 #include <boost/context/detail/fcontext.hpp>
 
 #include <stdexcept>
+#include <string_view>
 
 #include <sys/mman.h>
 
@@ -51,38 +52,29 @@ class Stack {
 #endif
 };
 
+// Times the ping-pong. With raise_flag this side raises the inexact flag
+// before the loop and the partner does not, so every jump loads a different
+// MXCSR (what spindle's switch avoids, runtime/context.cpp).
+void time_pingpong(bench::Runner& runner, std::string_view name, bool raise_flag) {
+  auto pin = bench::pin_current_thread(bench::primary_cpu());
+  Stack stack;
+  runner.time(name, {.unit = "ns/switch", .granularity = 2, .note = pin.note()}, [&](std::uint64_t n) {
+    // A fresh partner per run (the last one is abandoned in its loop):
+    // make_fcontext records this side's MXCSR, exception flags included, so
+    // both sides start with the same value.
+    ctx::fcontext_t peer = ctx::make_fcontext(stack.top(), kStackSize, partner);
+    if (raise_flag) bench::raise_inexact();
+    for (std::uint64_t i = 0; i < n; i += 2) {
+      peer = ctx::jump_fcontext(peer, nullptr).fctx;
+    }
+  });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   bench::Runner runner("switch", argc, argv);
-  if (runner.wants("raw_fcontext")) {
-    auto pin = bench::pin_current_thread(bench::primary_cpu());
-    Stack stack;
-    runner.time("raw_fcontext", {.unit = "ns/switch", .granularity = 2, .note = pin.note()},
-                [&](std::uint64_t n) {
-                  // A fresh partner per run (the last one is abandoned in its
-                  // loop): make_fcontext records this side's MXCSR, exception
-                  // flags included, so both sides load the same value.
-                  ctx::fcontext_t peer = ctx::make_fcontext(stack.top(), kStackSize, partner);
-                  for (std::uint64_t i = 0; i < n; i += 2) {
-                    peer = ctx::jump_fcontext(peer, nullptr).fctx;
-                  }
-                });
-  }
-  if (runner.wants("raw_fcontext_fpflags")) {
-    // The same after this side raised the inexact flag and the partner did
-    // not: every jump loads a different MXCSR (what spindle's switch avoids,
-    // runtime/context.cpp).
-    auto pin = bench::pin_current_thread(bench::primary_cpu());
-    Stack stack;
-    runner.time("raw_fcontext_fpflags", {.unit = "ns/switch", .granularity = 2, .note = pin.note()},
-                [&](std::uint64_t n) {
-                  ctx::fcontext_t peer = ctx::make_fcontext(stack.top(), kStackSize, partner);
-                  bench::raise_inexact();
-                  for (std::uint64_t i = 0; i < n; i += 2) {
-                    peer = ctx::jump_fcontext(peer, nullptr).fctx;
-                  }
-                });
-  }
+  if (runner.wants("raw_fcontext")) time_pingpong(runner, "raw_fcontext", false);
+  if (runner.wants("raw_fcontext_fpflags")) time_pingpong(runner, "raw_fcontext_fpflags", true);
   return runner.finish();
 }
