@@ -95,11 +95,13 @@
 #define SPINDLE_NO_ASAN
 #endif
 
-// Boost declares its switch routine without noexcept, and a call from a
+// Boost declares its switch routines without noexcept, and a call from a
 // noexcept function to one that may throw needs a frame of its own (for
-// std::terminate), which rules out a tail call. The routine is assembly and
-// never throws: this second declaration of the same symbol says so, and lets
-// switch_context end in a jump instead of a call and a return.
+// std::terminate), which rules out a tail call. The routines are assembly
+// and never throw: these second declarations of the same symbols say so, and
+// let switch_context end in a jump instead of a call and a return.
+extern "C" boost::context::detail::transfer_t spindle_jump_fcontext(boost::context::detail::fcontext_t to,
+                                                                    void* vp) noexcept __asm__("jump_fcontext");
 extern "C" boost::context::detail::transfer_t spindle_ontop_fcontext(
     boost::context::detail::fcontext_t to, void* vp,
     boost::context::detail::transfer_t (*fn)(boost::context::detail::transfer_t)) noexcept
@@ -142,10 +144,11 @@ SPINDLE_NO_ASAN inline std::uint32_t saved_mxcsr(const void* frame) noexcept {
 #endif
 
 // Runs on the context that was just resumed; `data` is the fiber it took
-// over from, `fctx` where that fiber stopped.
+// over from, `fctx` where that fiber stopped. The caller then reclaims that
+// fiber if it has ended (reclaim_left), now that nobody runs on its stack.
 [[gnu::always_inline]] inline void resumed(void* fctx, void* data) noexcept {
   Fiber* prev = static_cast<Fiber*>(data);
-  Scheduler* s = prev->sched;
+  [[maybe_unused]] Scheduler* s = prev->sched;
 #if defined(SPINDLE_ASAN)
   const void* bottom = nullptr;
   std::size_t size = 0;
@@ -163,26 +166,33 @@ SPINDLE_NO_ASAN inline std::uint32_t saved_mxcsr(const void* frame) noexcept {
     if (__builtin_expect(((left ^ loaded) & kMxcsrFlags) != 0, false)) adopt_fp_flags(loaded, left);
   }
 #endif
-  if (prev->state == FiberState::done) {
-#if defined(SPINDLE_TSAN)
-    __tsan_destroy_fiber(prev->tsan_fiber);
-    prev->tsan_fiber = nullptr;
-#endif
-    s->reclaim(prev);
-  }
 }
 
 namespace {
+// Out of line, and returning the transfer, so that on_resume tail-calls it
+// and needs no frame of its own to keep the transfer across a call.
+[[gnu::noinline]] bctx::transfer_t reclaim_left(bctx::transfer_t t) noexcept {
+  Fiber* prev = static_cast<Fiber*>(t.data);
+#if defined(SPINDLE_TSAN)
+  __tsan_destroy_fiber(prev->tsan_fiber);
+  prev->tsan_fiber = nullptr;
+#endif
+  prev->sched->reclaim(prev);
+  return t;
+}
+
 bctx::transfer_t on_resume(bctx::transfer_t t) noexcept {
   resumed(t.fctx, t.data);
+  if (static_cast<Fiber*>(t.data)->state == FiberState::done) [[unlikely]]
+    return reclaim_left(t);
   return t;
 }
 
 [[noreturn]] void trampoline(bctx::transfer_t t) noexcept {
-  // Read before resumed(): it may reclaim the fiber we took over from, and
-  // a detached one is freed right there.
+  // Read first: reclaim_left frees a detached fiber we took over from.
   Scheduler* s = static_cast<Fiber*>(t.data)->sched;
   resumed(t.fctx, t.data);
+  if (static_cast<Fiber*>(t.data)->state == FiberState::done) reclaim_left(t);
   s->fiber_main(s->running());
 }
 }  // namespace
@@ -216,19 +226,15 @@ bool fp_frame_layout_ok() noexcept {
 bool fp_frame_layout_ok() noexcept { return false; }
 #endif
 
-void switch_context(Fiber* from, Fiber* to) noexcept {
-  // A small stack has a canary, not a guard: check it before anything else
-  // runs, in particular the neighbour whose stack an overflow runs into.
-  if (__builtin_expect(from->small_stack, false) && !canary_intact(from->stack_base))
-    report_overflow(from, "its canary was overwritten");
+[[gnu::always_inline]] inline void switch_unchecked(Scheduler* s, Fiber* from, Fiber* to) noexcept {
 #if SPINDLE_SHARE_FP_FLAGS
   // What the switch routine is about to load; resumed() compares it with
   // what the leaving context saved. Read now, while the target's frame is
   // still intact (the resumed code pushes its own frames over it).
-  from->sched->incoming_mxcsr_ = saved_mxcsr(to->ctx);
+  s->incoming_mxcsr_ = saved_mxcsr(to->ctx);
 #endif
   // Copied as 16-byte blocks (pointer, count, padding): two SSE moves a side.
-  EhState* g = from->sched->eh_globals_;
+  EhState* g = s->eh_globals_;
   std::memcpy(&from->eh, g, sizeof(EhState));
   std::memcpy(g, &to->eh, sizeof(EhState));
 #if defined(SPINDLE_ASAN)
@@ -243,10 +249,27 @@ void switch_context(Fiber* from, Fiber* to) noexcept {
 #endif
   if (__builtin_expect(to->fresh, false)) {
     to->fresh = false;
-    bctx::jump_fcontext(to->ctx, from);  // the trampoline runs resumed()
+    spindle_jump_fcontext(to->ctx, from);  // the trampoline runs resumed()
   } else {
     spindle_ontop_fcontext(to->ctx, from, &on_resume);
   }
+}
+
+namespace {
+// A small stack has a canary, not a guard: check it before anything else
+// runs, in particular the neighbour whose stack an overflow runs into. A
+// function of its own: with the check (and its Valgrind client request, a
+// block on the stack) inline, switch_context would need a frame, and every
+// switch would pay for it.
+[[gnu::noinline]] void switch_from_small_stack(Scheduler* s, Fiber* from, Fiber* to) noexcept {
+  if (!canary_intact(from->stack_base)) report_overflow(from, "its canary was overwritten");
+  switch_unchecked(s, from, to);
+}
+}  // namespace
+
+void switch_context(Scheduler* s, Fiber* from, Fiber* to) noexcept {
+  if (__builtin_expect(from->small_stack, false)) return switch_from_small_stack(s, from, to);
+  switch_unchecked(s, from, to);
 }
 
 #if SPINDLE_SMALL_STACKS

@@ -18,7 +18,7 @@
 
 namespace spindle::detail {
 
-thread_local Scheduler* Scheduler::tls_current_ = nullptr;
+[[gnu::tls_model("initial-exec")]] thread_local Scheduler* Scheduler::tls_current_ = nullptr;
 
 namespace {
 
@@ -56,6 +56,7 @@ void check_interrupt(Scheduler* s, Fiber* f, const char* call) {
   const int depth = std::uncaught_exceptions();
   if (depth == 0 && f->cancel_requested && f->shield_depth == 0) {
     f->cancel_requested = false;
+    f->refresh_attention();
     throw Cancelled{};
   }
   const std::int64_t deadline = scope_deadline_at(f, depth);
@@ -189,7 +190,7 @@ void Scheduler::finish_run(Fiber* root) noexcept {
 
 [[gnu::always_inline]] inline void Scheduler::switch_to(Fiber* from, Fiber* to) noexcept {
   running_ = to;
-  switch_context(from, to);
+  switch_context(this, from, to);
 }
 
 // The fast path (a runnable fiber, no poll due) is inlined into park and
@@ -285,6 +286,7 @@ void Scheduler::ready(Fiber* f, WakeReason r) noexcept {
 void Scheduler::request_cancel(Fiber* f) noexcept {
   if (f->state == FiberState::done) return;
   f->cancel_requested = true;
+  f->attention = true;
   if (f->state == FiberState::parked && f->interruptible) ready(f, WakeReason::cancelled);
 }
 
@@ -440,7 +442,7 @@ std::int64_t now_ns() noexcept {
 Fiber* enter_wait(const char* call) {
   Scheduler& s = require_scheduler(call);
   Fiber* f = s.running();
-  if (f->cancel_requested || f->scope_deadline != kNoDeadline) check_interrupt(&s, f, call);
+  if (f->attention) check_interrupt(&s, f, call);
   return f;
 }
 
@@ -455,6 +457,7 @@ WakeReason leave_wait(WakeReason r, std::int64_t own_deadline_ns, const char* ca
   Fiber* f = s->running();
   if (r == WakeReason::cancelled) {
     f->cancel_requested = false;
+    f->refresh_attention();
     throw Cancelled{};
   }
   if (r == WakeReason::timed_out) {
@@ -721,7 +724,7 @@ void yield() {
   if (!s) [[unlikely]]
     return yield_outside_fiber();
   Fiber* f = s->running();
-  if (f->cancel_requested || f->scope_deadline != kNoDeadline) [[unlikely]]
+  if (f->attention) [[unlikely]]
     return yield_checked(s, f);
   s->yield(f);
 }
@@ -771,12 +774,14 @@ Timeout::Timeout(TimePoint deadline) {
   rec_.uncaught = std::uncaught_exceptions();
   fiber_->scopes = &rec_;
   fiber_->scope_deadline = std::min(rec_.outer_min, rec_.deadline);
+  fiber_->refresh_attention();
 }
 
 Timeout::~Timeout() {
   SPINDLE_ASSERT(fiber_->scopes == &rec_, "Timeout scopes closed out of order");
   fiber_->scopes = rec_.outer;
   fiber_->scope_deadline = rec_.outer_min;
+  fiber_->refresh_attention();
 }
 
 TimePoint Timeout::deadline() const noexcept { return TimePoint(std::chrono::nanoseconds(rec_.deadline)); }
@@ -785,11 +790,13 @@ Shield::Shield() {
   fiber_ = detail::require_scheduler("spindle::Shield").running();
   ++fiber_->shield_depth;
   saved_scope_deadline_ = std::exchange(fiber_->scope_deadline, detail::kNoDeadline);
+  fiber_->refresh_attention();
 }
 
 Shield::~Shield() {
   --fiber_->shield_depth;
   fiber_->scope_deadline = saved_scope_deadline_;
+  fiber_->refresh_attention();
 }
 
 // ---------------------------------------------------------- fd waits

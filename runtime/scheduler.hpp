@@ -124,7 +124,7 @@ class Scheduler {
   const Stack& side_stack() const noexcept { return side_stack_; }
 
  private:
-  friend void switch_context(Fiber* from, Fiber* to) noexcept;
+  friend void switch_unchecked(Scheduler* s, Fiber* from, Fiber* to) noexcept;  // runtime/context.cpp
   friend void resumed(void* fctx, void* data) noexcept;
 
   void push(Fiber* f) noexcept {
@@ -152,7 +152,11 @@ class Scheduler {
   void dispatch_io() noexcept;
   void expire_timers() noexcept;
 
-  static thread_local Scheduler* tls_current_;
+  // initial-exec: one %fs-relative load instead of the general dynamic
+  // model's sequence (the library is built position-independent). The
+  // price: a shared library holding spindle must be loaded at start-up, or
+  // be dlopen'ed while the static TLS reserve still has room.
+  [[gnu::tls_model("initial-exec")]] static thread_local Scheduler* tls_current_;
 
   Fiber main_;
   Fiber* running_ = &main_;
@@ -228,7 +232,8 @@ void wait_slot(Fiber* f, IoSlot& slot, bool write, const char* call, SlotName na
 
 // runtime/context.cpp: the only code that switches stacks.
 void init_context(Fiber* f) noexcept;
-void switch_context(Fiber* from, Fiber* to) noexcept;
+// `s` is from's and to's scheduler (the running one), passed in a register.
+void switch_context(Scheduler* s, Fiber* from, Fiber* to) noexcept;
 EhState* thread_eh_globals() noexcept;
 bool fp_frame_layout_ok() noexcept;
 

@@ -79,7 +79,7 @@ void check_same_scheduler(const Fiber* waiter, const char* call) {
 // due, which is all enter_wait checks besides being on a fiber. Hot in the
 // one-thread primitives, where a wait is little more than a switch.
 inline void enter_wait_of(Fiber* f, const char* call) {
-  if (f->cancel_requested || f->scope_deadline != detail::kNoDeadline) [[unlikely]]
+  if (f->attention) [[unlikely]]
     detail::enter_wait(call);
 }
 

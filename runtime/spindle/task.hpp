@@ -87,6 +87,7 @@ struct TaskImpl final : TaskState<T> {
       // A task cancelled before it ever ran never runs its body.
       if (self->cancel_requested) {
         self->cancel_requested = false;
+        self->refresh_attention();
         throw Cancelled{};
       }
       if constexpr (std::is_void_v<T>) {

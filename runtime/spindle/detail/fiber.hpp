@@ -75,6 +75,10 @@ struct Fiber {
   FiberState state = FiberState::runnable;
   WakeReason wake_reason = WakeReason::ready;
   bool cancel_requested = false;  // Task::cancel() was called, not yet delivered
+  // cancel_requested || scope_deadline != kNoDeadline: one byte that the hot
+  // paths (yield, every wait) test to skip the checks in the common case.
+  // refresh_attention() after changing either.
+  bool attention = false;
   bool cancelled_exit = false;    // the body ended by Cancelled
   bool interruptible = false;     // set at park: may cancel/timeouts end this park
   bool detached = false;
@@ -86,6 +90,8 @@ struct Fiber {
   std::int64_t scope_deadline = kNoDeadline;  // earliest Timeout scope in force
   TimeoutScopeRec* scopes = nullptr;
   EhState eh;
+
+  void refresh_attention() noexcept { attention = cancel_requested || scope_deadline != kNoDeadline; }
 
   // --- stack (runtime/stack.cpp) ---
   void* stack_base = nullptr;  // lowest usable byte; the guard lies below
