@@ -375,56 +375,50 @@ class Runner {
     return options_.only.empty() || options_.only == name;
   }
 
+  // wants() for a case that is only ever timed (Runner::paired): --list,
+  // which tells run.py what to count under callgrind, leaves it out.
+  bool wants_timed(std::string_view name) const {
+    return !options_.list && !options_.callgrind && (options_.only.empty() || options_.only == name);
+  }
+
   // Measures a case. body(n) performs n operations (n a multiple of
   // c.granularity) and either returns the nanoseconds it measured itself,
   // to leave set-up out, or returns nothing and is timed whole.
   template <class Body>
   void time(std::string_view name, const Case& c, Body&& body) {
-    auto g = std::max<std::uint64_t>(1, c.granularity);
-    auto round = [g](std::uint64_t n) { return std::max(g, (n + g - 1) / g * g); };
-    auto run = [&](std::uint64_t n) -> double {
-      clear_fp_flags();
-      if constexpr (std::is_void_v<std::invoke_result_t<Body&, std::uint64_t>>) {
-        auto start = Clock::now();
-        body(n);
-        return elapsed_ns(start, Clock::now());
-      } else {
-        return static_cast<double>(body(n));
-      }
-    };
-
-    if (options_.callgrind) {
-      auto n = round(options_.iterations ? options_.iterations : 1000);
-      run(n);
-      fmt::print("CALLGRIND\t{}\t{}\t{}\n", section_, name, n);
-      std::fflush(stdout);
-      return;
-    }
-
-    std::uint64_t n = 0;
-    if (options_.iterations) {
-      n = round(options_.iterations);
-      run(n);  // warm-up
-    } else {
-      // Calibration doubles as warm-up: grow n until one run is long enough,
-      // then aim 20% over the minimum so noise does not push it under.
-      double min_ns = options_.min_time_ms * 1e6;
-      n = g;
-      for (;;) {
-        double t = run(n);
-        if (t >= min_ns) break;
-        double factor = t > 0 ? min_ns * 1.2 / t : 10.0;
-        factor = std::clamp(factor, 2.0, 10.0);
-        n = round(static_cast<std::uint64_t>(static_cast<double>(n) * factor));
-      }
-      run(n);  // one more at the final size, discarded
-    }
-
+    auto run = timed(body);
+    if (options_.callgrind) return callgrind_run(name, c, run);
+    const std::uint64_t n = calibrate(c, run);
     std::vector<double> per_op;
     for (int i = 0; i < options_.repetitions; ++i) {
       per_op.push_back(run(n) / static_cast<double>(n));
     }
-    report(name, c.unit, summarize(std::move(per_op)), fmt::format("iters={} {}", n, c.note));
+    report(section_, name, c.unit, summarize(std::move(per_op)), fmt::format("iters={} {}", n, c.note));
+  }
+
+  // Measures two cases in alternation, one repetition of each in turn, and
+  // reports both under `section` (an own section, so that they do not
+  // repeat the figures of the separate runs). On a shared VM the host's load
+  // comes in phases of a second or more, which slow the two sides by
+  // different factors; run one after the other, a ratio can compare one
+  // side's quiet phase with the other's busy one. Alternated, every pair of
+  // repetitions met the same conditions. Each note carries pair=<other>.
+  template <class BodyA, class BodyB>
+  void paired(std::string_view section, std::string_view name_a, const Case& ca, BodyA&& body_a,
+              std::string_view name_b, const Case& cb, BodyB&& body_b) {
+    auto run_a = timed(body_a);
+    auto run_b = timed(body_b);
+    const std::uint64_t na = calibrate(ca, run_a);
+    const std::uint64_t nb = calibrate(cb, run_b);
+    std::vector<double> a, b;
+    for (int i = 0; i < options_.repetitions; ++i) {
+      a.push_back(run_a(na) / static_cast<double>(na));
+      b.push_back(run_b(nb) / static_cast<double>(nb));
+    }
+    report(section, name_a, ca.unit, summarize(std::move(a)),
+           fmt::format("iters={} pair={} {}", na, name_b, ca.note));
+    report(section, name_b, cb.unit, summarize(std::move(b)),
+           fmt::format("iters={} pair={} {}", nb, name_a, cb.note));
   }
 
   // Reports a figure that is not a time (memory), one sample per repetition.
@@ -480,10 +474,65 @@ class Runner {
   int finish() { return 0; }
 
  private:
+  // body as a function of n returning nanoseconds, FP flags cleared first.
+  template <class Body>
+  static auto timed(Body& body) {
+    return [&body](std::uint64_t n) -> double {
+      clear_fp_flags();
+      if constexpr (std::is_void_v<std::invoke_result_t<Body&, std::uint64_t>>) {
+        auto start = Clock::now();
+        body(n);
+        return elapsed_ns(start, Clock::now());
+      } else {
+        return static_cast<double>(body(n));
+      }
+    };
+  }
+
+  std::uint64_t rounded(const Case& c, std::uint64_t n) const {
+    auto g = std::max<std::uint64_t>(1, c.granularity);
+    return std::max(g, (n + g - 1) / g * g);
+  }
+
+  template <class Run>
+  void callgrind_run(std::string_view name, const Case& c, Run& run) {
+    auto n = rounded(c, options_.iterations ? options_.iterations : 1000);
+    run(n);
+    fmt::print("CALLGRIND\t{}\t{}\t{}\n", section_, name, n);
+    std::fflush(stdout);
+  }
+
+  // The operation count of the timed runs. Calibration doubles as warm-up:
+  // grow n until one run is long enough, then aim 20% over the minimum so
+  // noise does not push it under; one more run at that size is discarded.
+  template <class Run>
+  std::uint64_t calibrate(const Case& c, Run& run) {
+    if (options_.iterations) {
+      auto n = rounded(c, options_.iterations);
+      run(n);  // warm-up
+      return n;
+    }
+    double min_ns = options_.min_time_ms * 1e6;
+    std::uint64_t n = rounded(c, 1);
+    for (;;) {
+      double t = run(n);
+      if (t >= min_ns) break;
+      double factor = t > 0 ? min_ns * 1.2 / t : 10.0;
+      factor = std::clamp(factor, 2.0, 10.0);
+      n = rounded(c, static_cast<std::uint64_t>(static_cast<double>(n) * factor));
+    }
+    run(n);
+    return n;
+  }
+
   void report(std::string_view name, std::string_view unit, const Stats& s, const std::string& note) {
+    report(section_, name, unit, s, note);
+  }
+  void report(std::string_view section, std::string_view name, std::string_view unit, const Stats& s,
+              const std::string& note) {
     std::string full_note = fmt::format("reps={} {}", s.repetitions, note);
     while (!full_note.empty() && full_note.back() == ' ') full_note.pop_back();
-    fmt::print("RESULT\t{}\t{}\t{:.3f}\t{:.3f}\t{:.3f}\t{}\t{}\n", section_, name, s.median, s.min, s.max,
+    fmt::print("RESULT\t{}\t{}\t{:.3f}\t{:.3f}\t{:.3f}\t{}\t{}\n", section, name, s.median, s.min, s.max,
                unit, detail::sanitize(full_note));
     std::fflush(stdout);
   }

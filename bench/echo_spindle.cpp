@@ -7,12 +7,11 @@
 // accepts connections, and stops on SIGTERM or SIGINT. Single-threaded, like
 // the C reference (bench/echo_epoll.c): one scheduler, one epoll set.
 //
-// Per round trip the connection fiber does what the C server does — one
-// read into a 16 KiB buffer, one send of what it got — and then one more
-// read that meets EAGAIN and parks the fiber until the poller reports the
-// socket readable again. The C server, being level-triggered, is told
-// about readiness instead of discovering it with that extra read; see
-// bench/README.md for what that costs.
+// Per round trip the connection fiber does what the C server does: one
+// read into a 16 KiB buffer, one send of what it got. A read that returned
+// less than it asked for has drained the socket, so the next read_some
+// parks on the poller at once instead of meeting EAGAIN first; see
+// bench/README.md.
 #include <fmt/format.h>
 
 #include <pthread.h>

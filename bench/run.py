@@ -64,6 +64,7 @@ METRICS = {
     "switch": "time per switch",
     "spawn": "time per spawn+join",
     "memory": "resident memory per parked fiber",
+    "switch_paired": "time per switch, spindle and raw jump_fcontext alternated",
     "switch_callgrind": "instructions per switch",
     "spawn_callgrind": "instructions per spawn+join",
     "sync": "time per operation of a synchronization primitive",
@@ -88,6 +89,7 @@ HIGHER_IS_BETTER = {"echo", "http", "timer_rate"}
 REFERENCE = {
     "switch": "raw_fcontext",
     "switch_callgrind": "raw_fcontext",
+    "switch_paired": "raw_fcontext",
     "spawn": "spindle_batch",
     "spawn_callgrind": "spindle_batch",
     "wake": "spindle_pipe",
@@ -484,7 +486,7 @@ def reference_for(r: Result, by_key: dict[tuple[str, str], Result]) -> Result | 
 
 
 def section_order(name: str) -> tuple[int, str]:
-    order = ["switch", "switch_callgrind", "spawn", "spawn_callgrind", "memory",
+    order = ["switch", "switch_paired", "switch_callgrind", "spawn", "spawn_callgrind", "memory",
              "echo", "echo_p50", "echo_p99", "echo_cpu", "http", "http_cpu", "http_p99"]
     return (order.index(name) if name in order else len(order), name)
 
@@ -550,10 +552,19 @@ def check_targets(run: Run) -> list[str]:
 
     raw = by_key.get(("switch", "raw_fcontext"))
     yld = by_key.get(("switch", "spindle_pingpong"))
-    if raw and yld:
-        r = yld / raw
-        check("yield <= 1.2x raw jump_fcontext (issue 7)", r, r <= 1.2, f"{r:.2f}x")
-        check("yield <= 1.5x raw jump_fcontext (issue 2)", r, r <= 1.5, f"{r:.2f}x")
+    # The ratio is judged on the alternated measurement when there is one
+    # (switch_paired: both sides met the same phases of the host's load).
+    p_raw = by_key.get(("switch_paired", "raw_fcontext"))
+    p_yld = by_key.get(("switch_paired", "spindle_pingpong"))
+    how = "alternated" if p_raw and p_yld else "separate runs"
+    if p_raw and p_yld:
+        raw, yld_ratio = p_raw, p_yld
+    else:
+        yld_ratio = yld
+    if raw and yld_ratio:
+        r = yld_ratio / raw
+        check("yield <= 1.2x raw jump_fcontext (issue 7)", r, r <= 1.2, f"{r:.2f}x, {how}")
+        check("yield <= 1.5x raw jump_fcontext (issue 2)", r, r <= 1.5, f"{r:.2f}x, {how}")
     else:
         check("yield vs raw jump_fcontext", None, None, "")
     for peer in ("boost_fiber", "go_gosched"):

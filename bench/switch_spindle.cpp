@@ -13,6 +13,7 @@
 // instruction to the last fiber's return, so the spawns are left out (the
 // ring's 1,000 fiber exits are in, amortised over its switches).
 #include "bench.hpp"
+#include "raw_pingpong.hpp"
 
 #include <spindle/spindle.hpp>
 
@@ -58,6 +59,18 @@ int main(int argc, char** argv) {
     spindle::run([&] {
       runner.time("spindle_pingpong_fpflags", {.unit = "ns/switch", .granularity = 2, .note = pin.note()},
                   [](std::uint64_t n) { return yield_round(2, n, true); });
+    });
+  }
+  // The ratio the targets are judged by: spindle's ping-pong and the raw
+  // one alternated repetition by repetition (bench.hpp, Runner::paired).
+  if (runner.wants_timed("paired")) {
+    bench::RawPingPong raw;
+    spindle::run([&] {
+      runner.paired(
+          "switch_paired", "raw_fcontext", {.unit = "ns/switch", .granularity = 2, .note = pin.note()},
+          [&](std::uint64_t n) { raw.run(n); }, "spindle_pingpong",
+          {.unit = "ns/switch", .granularity = 2, .note = pin.note()},
+          [](std::uint64_t n) { return yield_round(2, n); });
     });
   }
   if (runner.wants("spindle_ring1000")) {
