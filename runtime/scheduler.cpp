@@ -18,7 +18,7 @@
 
 namespace spindle::detail {
 
-[[gnu::tls_model("initial-exec")]] thread_local Scheduler* Scheduler::tls_current_ = nullptr;
+SPINDLE_TLS_MODEL constinit thread_local Scheduler* Scheduler::tls_current_ = nullptr;
 
 namespace {
 

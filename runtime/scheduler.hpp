@@ -33,6 +33,17 @@
 #include "runtime/stack.hpp"
 #include "runtime/timer.hpp"
 
+// The TLS model of the scheduler pointer (Scheduler::tls_current_). Not
+// under UBSan: its null check of a TLS address tests the flags of the `add`
+// in the initial-exec sequence, which the linker's relaxation to local-exec
+// turns into a `lea` that sets none, so the check reads stale flags and
+// reports a null pointer that is not there.
+#if defined(SPINDLE_UBSAN)
+#define SPINDLE_TLS_MODEL
+#else
+#define SPINDLE_TLS_MODEL [[gnu::tls_model("initial-exec")]]
+#endif
+
 // x86-64: the switch makes MXCSR's exception flags the thread's (see
 // runtime/context.cpp). Elsewhere the FP state is left to Boost.Context.
 #if defined(__x86_64__)
@@ -152,11 +163,13 @@ class Scheduler {
   void dispatch_io() noexcept;
   void expire_timers() noexcept;
 
-  // initial-exec: one %fs-relative load instead of the general dynamic
-  // model's sequence (the library is built position-independent). The
-  // price: a shared library holding spindle must be loaded at start-up, or
-  // be dlopen'ed while the static TLS reserve still has room.
-  [[gnu::tls_model("initial-exec")]] static thread_local Scheduler* tls_current_;
+  // constinit: no thread_local init-function check at every use in other
+  // files. initial-exec (SPINDLE_TLS_MODEL): one %fs-relative load instead
+  // of the general dynamic model's sequence (the library is built
+  // position-independent); the price is that a shared library holding
+  // spindle must be loaded at start-up, or dlopen'ed while the static TLS
+  // reserve still has room.
+  SPINDLE_TLS_MODEL static constinit thread_local Scheduler* tls_current_;
 
   Fiber main_;
   Fiber* running_ = &main_;
