@@ -76,6 +76,15 @@ inline bool pidfd_unavailable() {
 #endif
 }
 
+// Runs a process-watch case, or says why it was skipped.
+template <class Case>
+void unless_pidfd_unavailable(Case run_case) {
+  if (pidfd_unavailable())
+    MESSAGE("skipped: no pidfd_open here (Linux < 5.3 or valgrind)");
+  else
+    run_case();
+}
+
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using detail::IoSlot;
@@ -1176,27 +1185,15 @@ TEST_CASE_TEMPLATE_DEFINE(
     c::signal_watches_end_with_the_poller<P>();
   }
   SUBCASE("processes: an exit is reported, and the child is left to reap") {
-    if (c::pidfd_unavailable())
-      MESSAGE("skipped: no pidfd_open here (Linux < 5.3 or valgrind)");
-    else
-      c::process_exit_is_reported_without_reaping<P>();
+    c::unless_pidfd_unavailable(c::process_exit_is_reported_without_reaping<P>);
   }
   SUBCASE("processes: a child that already exited is reported at the next wait") {
-    if (c::pidfd_unavailable())
-      MESSAGE("skipped: no pidfd_open here (Linux < 5.3 or valgrind)");
-    else
-      c::exited_child_is_reported_at_the_next_wait<P>();
+    c::unless_pidfd_unavailable(c::exited_child_is_reported_at_the_next_wait<P>);
   }
   SUBCASE("processes: a removed watch reports nothing") {
-    if (c::pidfd_unavailable())
-      MESSAGE("skipped: no pidfd_open here (Linux < 5.3 or valgrind)");
-    else
-      c::removed_process_watch_reports_nothing<P>();
+    c::unless_pidfd_unavailable(c::removed_process_watch_reports_nothing<P>);
   }
   SUBCASE("processes: a second watch and a reaped pid throw, naming the pid") {
-    if (c::pidfd_unavailable())
-      MESSAGE("skipped: no pidfd_open here (Linux < 5.3 or valgrind)");
-    else
-      c::process_watch_errors_name_the_pid<P>();
+    c::unless_pidfd_unavailable(c::process_watch_errors_name_the_pid<P>);
   }
 }
