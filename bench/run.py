@@ -556,13 +556,12 @@ def check_targets(run: Run) -> list[str]:
     # (switch_paired: both sides met the same phases of the host's load).
     p_raw = by_key.get(("switch_paired", "raw_fcontext"))
     p_yld = by_key.get(("switch_paired", "spindle_pingpong"))
-    how = "alternated" if p_raw and p_yld else "separate runs"
     if p_raw and p_yld:
-        raw, yld_ratio = p_raw, p_yld
+        ref, mine, how = p_raw, p_yld, "alternated"
     else:
-        yld_ratio = yld
-    if raw and yld_ratio:
-        r = yld_ratio / raw
+        ref, mine, how = raw, yld, "separate runs"
+    if ref and mine:
+        r = mine / ref
         check("yield <= 1.2x raw jump_fcontext (issue 7)", r, r <= 1.2, f"{r:.2f}x, {how}")
         check("yield <= 1.5x raw jump_fcontext (issue 2)", r, r <= 1.5, f"{r:.2f}x, {how}")
     else:
