@@ -6,6 +6,22 @@
 // and forth with the bare assembly primitive spindle itself is built on.
 // Nothing is saved or checked beyond what jump_fcontext does. One switch is
 // one jump_fcontext call.
+//
+// run_behind_call() is the same ping-pong as a runtime must make it: the
+// switch sits in a function of its own (a runtime's yield), called from the
+// same loop in both contexts, and a switched-in context returns from that
+// function to its caller. How it returns matters more than anything else a
+// runtime adds:
+// - Via::jump: jump_fcontext enters the other context with an indirect
+//   `jmp`, so the return address our `call` pushed on the CPU's return-stack
+//   predictor is never popped, and the resumed side's `ret` is predicted one
+//   entry off, as is every return after it.
+// - Via::ontop: ontop_fcontext runs a minimal function on top of the other
+//   context (it records where the caller stopped) whose `ret` pops exactly
+//   the entry our `call` pushed, at the same call site on both sides, so
+//   every return is predicted. This is what spindle's switch does
+//   (runtime/context.cpp), and so the least a switch behind a call can cost
+//   with this engine: spindle's yield adds its run queue and bookkeeping to it.
 #pragma once
 
 #include "bench.hpp"
@@ -22,6 +38,7 @@ namespace bench {
 class RawPingPong {
  public:
   static constexpr std::size_t kStackSize = 64 * 1024;
+  enum class Via { jump, ontop };
 
   RawPingPong() {
     base_ = mmap(nullptr, kStackSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -54,7 +71,45 @@ class RawPingPong {
     }
   }
 
+  // n switches (n even), each made inside switch_once(), called from loop().
+  void run_behind_call(std::uint64_t n, Via via) {
+    namespace ctx = boost::context::detail;
+    via_ = via;
+    peer_ = ctx::make_fcontext(top(), kStackSize, call_partner);
+    peer_ = ctx::jump_fcontext(peer_, this).fctx;  // the partner starts and comes back
+    loop(this, n / 2);
+  }
+
  private:
+  // noexcept twins of Boost's declarations (the routines are assembly and
+  // never throw), so that switch_once ends in a jump, as spindle's does.
+  using Transfer = boost::context::detail::transfer_t;
+  static Transfer jump(void* to, void* vp) noexcept __asm__("jump_fcontext");
+  static Transfer ontop(void* to, void* vp, Transfer (*fn)(Transfer)) noexcept __asm__("ontop_fcontext");
+
+  // Runs on the context switched to; records where the switching side stopped.
+  static Transfer record_peer(Transfer t) noexcept {
+    static_cast<RawPingPong*>(t.data)->peer_ = t.fctx;
+    return t;
+  }
+  // noipa: no clone specialised for one caller, so that both contexts run
+  // the very same instructions and return to the same addresses.
+  [[gnu::noipa]] static void switch_once(RawPingPong* self) noexcept {
+    if (self->via_ == Via::ontop)
+      ontop(self->peer_, self, record_peer);
+    else
+      self->peer_ = jump(self->peer_, self).fctx;
+  }
+  [[gnu::noipa]] static void loop(RawPingPong* self, std::uint64_t rounds) noexcept {
+    for (std::uint64_t i = 0; i < rounds; ++i) switch_once(self);
+  }
+  [[noreturn]] static void call_partner(Transfer t) noexcept {
+    auto* self = static_cast<RawPingPong*>(t.data);
+    self->peer_ = t.fctx;
+    // Forever, like partner(): the caller simply stops resuming it.
+    for (;;) loop(self, UINT64_MAX);
+  }
+
   [[noreturn]] static void partner(boost::context::detail::transfer_t t) {
     // Bounce straight back, forever; the caller decides when to stop and
     // simply never resumes us again.
@@ -63,6 +118,8 @@ class RawPingPong {
   void* top() const { return static_cast<char*>(base_) + kStackSize; }
 
   void* base_;
+  void* peer_ = nullptr;
+  Via via_ = Via::ontop;
 #if SPINDLE_BENCH_HAVE_VALGRIND
   unsigned valgrind_id_ = 0;
 #endif

@@ -577,6 +577,12 @@ def check_targets(run: Run) -> list[str]:
     if cg_raw and cg_yld:
         lines.append(f"  (instructions: yield {cg_yld:.0f} vs raw jump {cg_raw:.0f} = "
                      f"{cg_yld / cg_raw:.2f}x)")
+    # The least a switch behind a call costs with this engine (raw_pingpong.hpp):
+    # what part of the distance to the raw jump is the engine's, what spindle's.
+    floor = by_key.get(("switch", "raw_ontop_call"))
+    if floor and raw and yld:
+        lines.append(f"  (engine floor for a yield behind a call: raw_ontop_call {floor:.2f} ns = "
+                     f"{floor / raw:.2f}x raw jump; spindle's yield = {yld / floor:.2f}x that floor)")
     spawn = by_key.get(("spawn", "spindle_batch"))
     if spawn is not None:
         check("spawn+join <= 100 ns (issue 7)", spawn, spawn <= 100, f"{spawn:.0f} ns")
