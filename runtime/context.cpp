@@ -34,14 +34,18 @@
 //   changes the value is slow: on the Intel VM here a 4 ns jump becomes
 //   60 ns (bench: raw_fcontext_fpflags against spindle_pingpong_fpflags).
 //   So the flags are made the thread's, as they are for threads, Go, libco
-//   and Photon: switch_context notes the MXCSR image the routine will load
-//   (offset 0 of an fcontext frame on x86-64, checked once per scheduler by
-//   fp_frame_layout_ok), and resumed() compares its flags with those the
-//   leaving context saved; if they differ (rarely, once flags have spread)
-//   it loads the leaving context's flags. Every context then carries the
-//   same flags and the switch's load changes MXCSR only when a fiber changed
-//   its own control modes. Comparing after the switch costs two loads; doing
-//   it before would need a `stmxcsr`, which measured 1.5 ns a switch.
+//   and Photon: switch_context notes, in the leaving fiber's record, the
+//   MXCSR image the routine will load (offset 0 of an fcontext frame on
+//   x86-64), and resumed() compares its flags with those the leaving
+//   context saved; if they differ (rarely, once flags have spread) it loads
+//   the leaving context's flags. Every context then carries the same flags
+//   and the switch's load changes MXCSR only when a fiber changed its own
+//   control modes. Comparing after the switch costs two loads; doing it
+//   before would need a `stmxcsr`, which measured 1.5 ns a switch. Whether
+//   the frame has that layout (fp_frame_layout_ok, once per scheduler) is
+//   asked only on the rare path: with another layout the comparison reads
+//   two other saved words, and when they differ the rare path finds the
+//   sharing off and does nothing.
 // - A fiber on a small stack (runtime/stack.hpp) has its canary checked on
 //   the way out: one predictable branch for every other fiber.
 // - ASan needs to be told about every stack change
@@ -102,9 +106,12 @@
 // let switch_context end in a jump instead of a call and a return.
 extern "C" boost::context::detail::transfer_t spindle_jump_fcontext(boost::context::detail::fcontext_t to,
                                                                     void* vp) noexcept __asm__("jump_fcontext");
-extern "C" boost::context::detail::transfer_t spindle_ontop_fcontext(
-    boost::context::detail::fcontext_t to, void* vp,
-    boost::context::detail::transfer_t (*fn)(boost::context::detail::transfer_t)) noexcept
+// Also, the function ontop_fcontext runs is declared here as returning
+// nothing: what it returns becomes the value of the switching side's
+// ontop_fcontext call, and switch_context discards that, so on_resume need
+// not set up a return value on every switch.
+extern "C" void spindle_ontop_fcontext(boost::context::detail::fcontext_t to, void* vp,
+                                       void (*fn)(boost::context::detail::transfer_t)) noexcept
     __asm__("ontop_fcontext");
 
 namespace spindle::detail {
@@ -136,7 +143,9 @@ SPINDLE_NO_ASAN inline std::uint32_t saved_mxcsr(const void* frame) noexcept {
 
 // Rare: the context just resumed loaded flags that differ from those of the
 // context that left. The leaving context's flags are the thread's now.
-[[gnu::noinline, gnu::cold]] void adopt_fp_flags(std::uint32_t loaded, std::uint32_t left) noexcept {
+[[gnu::noinline, gnu::cold]] void adopt_fp_flags(const Scheduler* s, std::uint32_t loaded,
+                                                 std::uint32_t left) noexcept {
+  if (!s->share_fp_flags()) return;  // not an MXCSR image: Boost's frame differs
   const std::uint32_t v = (loaded & ~kMxcsrFlags) | (left & kMxcsrFlags);
   asm volatile("ldmxcsr %0" : : "m"(v));
 }
@@ -161,38 +170,32 @@ SPINDLE_NO_ASAN inline std::uint32_t saved_mxcsr(const void* frame) noexcept {
 #endif
   prev->ctx = fctx;
 #if SPINDLE_SHARE_FP_FLAGS
-  if (__builtin_expect(s->share_fp_flags_, true)) {
-    const std::uint32_t left = saved_mxcsr(fctx), loaded = s->incoming_mxcsr_;
-    if (__builtin_expect(((left ^ loaded) & kMxcsrFlags) != 0, false)) adopt_fp_flags(loaded, left);
-  }
+  const std::uint32_t left = saved_mxcsr(fctx), loaded = prev->incoming_mxcsr;
+  if (__builtin_expect(((left ^ loaded) & kMxcsrFlags) != 0, false)) adopt_fp_flags(prev->sched, loaded, left);
 #endif
 }
 
 namespace {
-// Out of line, and returning the transfer, so that on_resume tail-calls it
-// and needs no frame of its own to keep the transfer across a call.
-[[gnu::noinline]] bctx::transfer_t reclaim_left(bctx::transfer_t t) noexcept {
-  Fiber* prev = static_cast<Fiber*>(t.data);
+// Out of line, so that on_resume tail-calls it and needs no frame.
+[[gnu::noinline]] void reclaim_left(Fiber* prev) noexcept {
 #if defined(SPINDLE_TSAN)
   __tsan_destroy_fiber(prev->tsan_fiber);
   prev->tsan_fiber = nullptr;
 #endif
   prev->sched->reclaim(prev);
-  return t;
 }
 
-bctx::transfer_t on_resume(bctx::transfer_t t) noexcept {
+void on_resume(bctx::transfer_t t) noexcept {
   resumed(t.fctx, t.data);
   if (static_cast<Fiber*>(t.data)->state == FiberState::done) [[unlikely]]
-    return reclaim_left(t);
-  return t;
+    return reclaim_left(static_cast<Fiber*>(t.data));
 }
 
 [[noreturn]] void trampoline(bctx::transfer_t t) noexcept {
   // Read first: reclaim_left frees a detached fiber we took over from.
   Scheduler* s = static_cast<Fiber*>(t.data)->sched;
   resumed(t.fctx, t.data);
-  if (static_cast<Fiber*>(t.data)->state == FiberState::done) reclaim_left(t);
+  if (static_cast<Fiber*>(t.data)->state == FiberState::done) reclaim_left(static_cast<Fiber*>(t.data));
   s->fiber_main(s->running());
 }
 }  // namespace
@@ -227,11 +230,12 @@ bool fp_frame_layout_ok() noexcept { return false; }
 #endif
 
 [[gnu::always_inline]] inline void switch_unchecked(Scheduler* s, Fiber* from, Fiber* to) noexcept {
+  void* const ctx = to->ctx;  // loaded once: the stores below may alias it
 #if SPINDLE_SHARE_FP_FLAGS
   // What the switch routine is about to load; resumed() compares it with
   // what the leaving context saved. Read now, while the target's frame is
   // still intact (the resumed code pushes its own frames over it).
-  s->incoming_mxcsr_ = saved_mxcsr(to->ctx);
+  from->incoming_mxcsr = saved_mxcsr(ctx);
 #endif
   // Copied as 16-byte blocks (pointer, count, padding): two SSE moves a side.
   EhState* g = s->eh_globals_;
@@ -249,9 +253,9 @@ bool fp_frame_layout_ok() noexcept { return false; }
 #endif
   if (__builtin_expect(to->fresh, false)) {
     to->fresh = false;
-    spindle_jump_fcontext(to->ctx, from);  // the trampoline runs resumed()
+    spindle_jump_fcontext(ctx, from);  // the trampoline runs resumed()
   } else {
-    spindle_ontop_fcontext(to->ctx, from, &on_resume);
+    spindle_ontop_fcontext(ctx, from, &on_resume);
   }
 }
 

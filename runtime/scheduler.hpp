@@ -133,6 +133,9 @@ class Scheduler {
   // Where the unwinder and the idle step run for small-stack fibers
   // (runtime/context.cpp); mapped with the first small stack.
   const Stack& side_stack() const noexcept { return side_stack_; }
+  // Whether the switch makes MXCSR's exception flags the thread's
+  // (runtime/context.cpp).
+  bool share_fp_flags() const noexcept { return share_fp_flags_; }
 
  private:
   friend void switch_unchecked(Scheduler* s, Fiber* from, Fiber* to) noexcept;  // runtime/context.cpp
@@ -187,8 +190,7 @@ class Scheduler {
   Fiber* all_head_ = nullptr;
   bool main_waits_for_exit_ = false;
   EhState* eh_globals_;
-  bool share_fp_flags_;  // fp_frame_layout_ok(), read by every switch
-  std::uint32_t incoming_mxcsr_ = 0;  // MXCSR image the current switch loads
+  bool share_fp_flags_;  // fp_frame_layout_ok(); read when the flags differ
 
   TimerHeap timers_;
   StackPool stacks_;

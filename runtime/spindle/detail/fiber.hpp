@@ -87,6 +87,9 @@ struct Fiber {
   std::uint16_t shield_depth = 0;
   std::uint32_t park_seq = 0;  // bumped on every resume from park; see WaitNode
   std::uint32_t timer_index = kNotInHeap;
+  // x86-64: the MXCSR image the switch that left this fiber was about to
+  // load, compared after it with what this fiber saved (runtime/context.cpp).
+  std::uint32_t incoming_mxcsr = 0;
   std::int64_t scope_deadline = kNoDeadline;  // earliest Timeout scope in force
   TimeoutScopeRec* scopes = nullptr;
   EhState eh;
