@@ -66,9 +66,13 @@ void check_interrupt(Scheduler* s, Fiber* f, const char* call) {
   }
 }
 
+[[noreturn, gnu::noinline, gnu::cold]] void throw_outside_fiber(const char* call) {
+  throw std::logic_error(fmt::format("{} called outside a fiber (no spindle::run on this thread)", call));
+}
+
 Scheduler& require_scheduler(const char* call) {
   Scheduler* s = Scheduler::current();
-  if (!s) throw std::logic_error(fmt::format("{} called outside a fiber (no spindle::run on this thread)", call));
+  if (!s) throw_outside_fiber(call);
   return *s;
 }
 
@@ -371,7 +375,7 @@ void Scheduler::expire_timers() noexcept {
 
 // ------------------------------------------------------------------- fds
 
-IoSlot& Scheduler::slot_for(int fd) {
+IoSlot& Scheduler::register_fd(int fd) {
   if (fd < 0) platform::throw_system_error(EBADF, fmt::format("spindle: wait on fd={}", fd));
   std::size_t chunk = static_cast<std::size_t>(fd) / kSlotChunk;
   if (chunk >= slots_.size()) slots_.resize(chunk + 1);
@@ -439,10 +443,23 @@ std::int64_t now_ns() noexcept {
   return s ? s->now() : steady_ns();
 }
 
+namespace {
+[[gnu::noinline]] Fiber* enter_wait_checked(Scheduler* s, Fiber* f, const char* call) {
+  check_interrupt(s, f, call);
+  return f;
+}
+}  // namespace
+
+// Every blocking call starts here, most of them without parking: the common
+// case (on a fiber, no cancellation or Timeout scope) is a few loads and no
+// stack frame; the rest is out of line.
 Fiber* enter_wait(const char* call) {
-  Scheduler& s = require_scheduler(call);
-  Fiber* f = s.running();
-  if (f->attention) check_interrupt(&s, f, call);
+  Scheduler* s = Scheduler::current();
+  if (!s) [[unlikely]]
+    throw_outside_fiber(call);
+  Fiber* f = s->running();
+  if (f->attention) [[unlikely]]
+    return enter_wait_checked(s, f, call);
   return f;
 }
 
@@ -803,6 +820,20 @@ Shield::~Shield() {
 
 namespace detail {
 
+namespace {
+// Out of line: formatting the message inline would give every wait a stack
+// frame for it.
+[[noreturn, gnu::noinline, gnu::cold]] void two_waiters(SlotName name) noexcept {
+  assert_fail(__FILE__, __LINE__, "waiter == nullptr || waiter->state != FiberState::parked",
+              fmt::format("two fibers wait on {}={} in one direction", name.key, name.value));
+}
+
+[[noreturn, gnu::noinline, gnu::cold]] void throw_forgotten(const char* call, SlotName name) {
+  platform::throw_system_error(
+      EBADF, fmt::format("{}({}={}): {} was forgotten while waiting", call, name.key, name.value, name.key));
+}
+}  // namespace
+
 WakeReason park_on_slot(Fiber* f, IoSlot& slot, bool write, SlotName name) noexcept {
   bool& edge = write ? slot.write_ready : slot.read_ready;
   if (edge) {
@@ -813,10 +844,10 @@ WakeReason park_on_slot(Fiber* f, IoSlot& slot, bool write, SlotName name) noexc
   // A waiter that a cancellation or a Timeout readied, but that has not run
   // yet, still sits in the slot: it no longer waits (and on resuming clears
   // only its own entry), so another fiber may take the slot over.
-  SPINDLE_ASSERT(waiter == nullptr || waiter->state != FiberState::parked,
-                 fmt::format("two fibers wait on {}={} in one direction", name.key, name.value));
+  if (waiter != nullptr && waiter->state == FiberState::parked) [[unlikely]]
+    two_waiters(name);
   waiter = f;
-  WakeReason r = park(kNoDeadline);
+  WakeReason r = f->sched->park(f, kNoDeadline);
   // The slot may have been forgotten and reused meanwhile; only clear our own entry.
   if (waiter == f) waiter = nullptr;
   return r;
@@ -824,9 +855,8 @@ WakeReason park_on_slot(Fiber* f, IoSlot& slot, bool write, SlotName name) noexc
 
 void wait_slot(Fiber* f, IoSlot& slot, bool write, const char* call, SlotName name) {
   const WakeReason r = park_on_slot(f, slot, write, name);
-  if (r == WakeReason::closed)
-    platform::throw_system_error(
-        EBADF, fmt::format("{}({}={}): {} was forgotten while waiting", call, name.key, name.value, name.key));
+  if (r == WakeReason::closed) [[unlikely]]
+    throw_forgotten(call, name);
   leave_wait(r, kNoDeadline, call);
 }
 
