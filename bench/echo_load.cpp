@@ -5,7 +5,8 @@
 //             [--repetitions N] [--window-ms X] [--warmup-ms X] [--size BYTES]
 //
 // Without --server it runs the servers built next to it: echo_epoll (the
-// plain C reference), echo_spindle and, when Go was installed, echo_go. Each
+// plain C reference), echo_spindle (twice: as "spindle", and with
+// --small-stacks as "spindle_small") and, when Go was installed, echo_go. Each
 // server is started once, pinned to one CPU (bench::primary_cpu), and prints
 // "port=N impl=... [key=value ...]" when it listens; the client pins itself
 // to another CPU, so client and server never compete for a core.
@@ -81,8 +82,9 @@ std::int64_t cpu_ns(clockid_t clock) {
 // A server process
 
 struct Server {
-  std::string name;  // "epoll", "spindle", "go"
+  std::string name;  // "epoll", "spindle", "spindle_small", "go"
   std::string path;
+  std::string arg;  // one argument to start it with, or none
   pid_t pid = -1;
   int out_fd = -1;  // the read end of its stdout, kept open until it exits
   int port = 0;
@@ -132,7 +134,10 @@ void start_server(Server& s, int cpu) {
       sched_setaffinity(0, sizeof set, &set);  // checked by the parent
     }
     dup2(fds[1], STDOUT_FILENO);
-    execl(s.path.c_str(), s.path.c_str(), static_cast<char*>(nullptr));
+    if (s.arg.empty())
+      execl(s.path.c_str(), s.path.c_str(), static_cast<char*>(nullptr));
+    else
+      execl(s.path.c_str(), s.path.c_str(), s.arg.c_str(), static_cast<char*>(nullptr));
     fmt::print(stderr, "echo_load: exec {}: {}\n", s.path, std::strerror(errno));
     _exit(127);
   }
@@ -413,8 +418,12 @@ class Load {
 
 // ---------------------------------------------------------------------------
 
+struct ServerSpec {
+  std::string name, path, arg;
+};
+
 struct Options {
-  std::vector<std::pair<std::string, std::string>> servers;
+  std::vector<ServerSpec> servers;
   std::vector<int> connections{1, 64, 1000};
   bool full = false;
   int repetitions = 0;
@@ -443,7 +452,7 @@ Options parse(int argc, char** argv) {
       std::string v = next();
       auto eq = v.find('=');
       if (eq == std::string::npos || eq == 0) usage(argv[0], "--server takes NAME=PATH");
-      o.servers.emplace_back(v.substr(0, eq), v.substr(eq + 1));
+      o.servers.push_back({v.substr(0, eq), v.substr(eq + 1), ""});
     } else if (a == "--connections") {
       o.connections.clear();
       std::string v = next();
@@ -482,17 +491,22 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
-// The servers next to this binary, in the order of the table.
-std::vector<std::pair<std::string, std::string>> default_servers(std::vector<std::string>& missing) {
-  std::vector<std::pair<std::string, std::string>> found;
+// The servers next to this binary, in the order of the table. spindle_small
+// is echo_spindle on small stacks (see bench/echo_spindle.cpp).
+std::vector<ServerSpec> default_servers(std::vector<std::string>& missing) {
+  std::vector<ServerSpec> found;
   std::error_code ec;
   auto dir = std::filesystem::read_symlink("/proc/self/exe", ec).parent_path();
-  for (const char* name : {"epoll", "spindle", "go"}) {
-    auto path = dir / fmt::format("echo_{}", name);
+  const ServerSpec known[] = {{"epoll", "echo_epoll", ""},
+                              {"spindle", "echo_spindle", ""},
+                              {"spindle_small", "echo_spindle", "--small-stacks"},
+                              {"go", "echo_go", ""}};
+  for (const ServerSpec& k : known) {
+    auto path = dir / k.path;
     if (access(path.c_str(), X_OK) == 0)
-      found.emplace_back(name, path.string());
+      found.push_back({k.name, path.string(), k.arg});
     else
-      missing.push_back(name);
+      missing.push_back(k.name);
   }
   return found;
 }
@@ -541,10 +555,11 @@ int main(int argc, char** argv) {
   }
 
   std::vector<Server> servers;
-  for (auto& [name, path] : opt.servers) {
+  for (auto& spec : opt.servers) {
     Server s;
-    s.name = name;
-    s.path = path;
+    s.name = spec.name;
+    s.path = spec.path;
+    s.arg = spec.arg;
     servers.push_back(std::move(s));
   }
   int status = 0;

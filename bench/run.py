@@ -627,6 +627,13 @@ def check_targets(run: Run) -> list[str]:
         if cpu is not None and cpu_epoll:
             check(f"echo {conns}: server CPU per round trip <= the epoll server's (issue 4)", cpu,
                   cpu <= cpu_epoll, f"{cpu:.2f} vs {cpu_epoll:.2f} us")
+        # The same server on small stacks: not what the targets are judged
+        # on, but it shows how much of a gap is per-connection memory.
+        small = by_key.get(("echo", f"spindle_small_{conns}"))
+        cpu_small = by_key.get(("echo_cpu", f"spindle_small_{conns}"))
+        if small is not None and epoll and cpu_small is not None and cpu_epoll:
+            lines.append(f"  (echo {conns} on small stacks: spindle_small {small / epoll:.2f}x the epoll "
+                         f"server, CPU {cpu_small:.2f} vs {cpu_epoll:.2f} us per round trip)")
     mine, go = by_key.get(("http", "spindle_c64")), by_key.get(("http", "go_c64"))
     if mine is not None and go:
         check("http c64: spindle >= Go net/http requests/s (issue 4)", mine, mine >= go,
