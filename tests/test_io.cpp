@@ -28,6 +28,8 @@
 
 #include <spindle/spindle.hpp>
 
+#include "child.hpp"
+
 using namespace std::chrono_literals;
 
 namespace {
@@ -464,6 +466,24 @@ TEST_CASE("io: waits outside a fiber throw std::logic_error naming the call; for
 }
 
 // ------------------------------------------------------- end of a wait
+
+TEST_CASE("io: a second fiber waiting on the same fd and direction aborts naming the fd and file:line") {
+  // An fd slot holds one waiter per direction: a second one is a program
+  // error (two fibers would race for one edge), not a state to recover from.
+  auto r = spindle_test::run_in_child([] {
+    spindle::run([] {
+      Pipe p;
+      auto first = spindle::spawn([&] { spindle::wait_readable(p.r.get()); });
+      spindle::this_fiber::yield();  // the first one parks
+      spindle::wait_readable(p.r.get());
+    });
+  });
+  CHECK(WIFSIGNALED(r.status));
+  if (WIFSIGNALED(r.status)) CHECK(WTERMSIG(r.status) == SIGABRT);
+  CHECK(r.err.find("two fibers wait on fd=") != std::string::npos);
+  CHECK(r.err.find("in one direction") != std::string::npos);
+  CHECK(r.err.find("scheduler.cpp:") != std::string::npos);
+}
 
 TEST_CASE("io: a Timeout scope ends an I/O wait with TimeoutError and leaves no registration behind") {
   spindle::run([] {
