@@ -493,7 +493,7 @@ Options parse(int argc, char** argv) {
 
 // The servers next to this binary, in the order of the table. spindle_small
 // is echo_spindle on small stacks (see bench/echo_spindle.cpp).
-std::vector<ServerSpec> default_servers(std::vector<std::string>& missing) {
+std::vector<ServerSpec> default_servers(std::vector<ServerSpec>& missing) {
   std::vector<ServerSpec> found;
   std::error_code ec;
   auto dir = std::filesystem::read_symlink("/proc/self/exe", ec).parent_path();
@@ -506,7 +506,7 @@ std::vector<ServerSpec> default_servers(std::vector<std::string>& missing) {
     if (access(path.c_str(), X_OK) == 0)
       found.push_back({k.name, path.string(), k.arg});
     else
-      missing.push_back(k.name);
+      missing.push_back(k);
   }
   return found;
 }
@@ -536,12 +536,12 @@ int main(int argc, char** argv) {
   }
   signal(SIGPIPE, SIG_IGN);
 
-  std::vector<std::string> missing;
+  std::vector<ServerSpec> missing;
   if (opt.servers.empty()) opt.servers = default_servers(missing);
-  for (const auto& name : missing) {
+  for (const auto& m : missing) {
     for (int c : opt.connections)
-      fmt::print("SKIPPED\techo\t{}_c{}\techo_{} is not built{}\n", name, c, name,
-                 name == "go" ? " (go not installed)" : "");
+      fmt::print("SKIPPED\techo\t{}_c{}\t{} is not built{}\n", m.name, c, m.path,
+                 m.name == "go" ? " (go not installed)" : "");
   }
 
   // Server on the primary CPU, client on another; both unpinned when the
