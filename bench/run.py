@@ -566,11 +566,15 @@ def check_targets(run: Run) -> list[str]:
         check("yield <= 1.5x raw jump_fcontext (issue 2)", r, r <= 1.5, f"{r:.2f}x, {how}")
     else:
         check("yield vs raw jump_fcontext", None, None, "")
+    # The same yield figure for every target below: a disturbance of the
+    # host during the separate case (once seen: 10 ns for one case, 5.6 for
+    # the cases around it) then moves no target that the alternated figure
+    # does not see.
     for peer in ("boost_fiber", "go_gosched"):
         p = by_key.get(("switch", peer))
-        if yld and p:
-            check(f"yield >= 10x faster than {peer}", p, p / yld >= 10, f"{p / yld:.1f}x faster")
-        elif yld:
+        if mine and p:
+            check(f"yield >= 10x faster than {peer}", p, p / mine >= 10, f"{p / mine:.1f}x faster, {how}")
+        elif mine:
             lines.append(f"  yield >= 10x faster than {peer}: {peer} not measured")
     cg_raw = by_key.get(("switch_callgrind", "raw_fcontext"))
     cg_yld = by_key.get(("switch_callgrind", "spindle_pingpong"))
@@ -580,9 +584,9 @@ def check_targets(run: Run) -> list[str]:
     # The least a switch behind a call costs with this engine (raw_pingpong.hpp):
     # what part of the distance to the raw jump is the engine's, what spindle's.
     floor = by_key.get(("switch", "raw_ontop_call"))
-    if floor and raw and yld:
+    if floor and raw and mine:
         lines.append(f"  (engine floor for a yield behind a call: raw_ontop_call {floor:.2f} ns = "
-                     f"{floor / raw:.2f}x raw jump; spindle's yield = {yld / floor:.2f}x that floor)")
+                     f"{floor / raw:.2f}x raw jump; spindle's yield = {mine / floor:.2f}x that floor)")
     spawn = by_key.get(("spawn", "spindle_batch"))
     if spawn is not None:
         check("spawn+join <= 100 ns (issue 7)", spawn, spawn <= 100, f"{spawn:.0f} ns")
