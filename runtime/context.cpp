@@ -143,9 +143,10 @@ SPINDLE_NO_ASAN inline std::uint32_t saved_mxcsr(const void* frame) noexcept {
 
 // Rare: the context just resumed loaded flags that differ from those of the
 // context that left. The leaving context's flags are the thread's now.
-[[gnu::noinline, gnu::cold]] void adopt_fp_flags(const Scheduler* s, std::uint32_t loaded,
+// Takes the fiber, not its scheduler, so that the common path loads neither.
+[[gnu::noinline, gnu::cold]] void adopt_fp_flags(const Fiber* prev, std::uint32_t loaded,
                                                  std::uint32_t left) noexcept {
-  if (!s->share_fp_flags()) return;  // not an MXCSR image: Boost's frame differs
+  if (!prev->sched->share_fp_flags()) return;  // not an MXCSR image: Boost's frame differs
   const std::uint32_t v = (loaded & ~kMxcsrFlags) | (left & kMxcsrFlags);
   asm volatile("ldmxcsr %0" : : "m"(v));
 }
@@ -171,7 +172,7 @@ SPINDLE_NO_ASAN inline std::uint32_t saved_mxcsr(const void* frame) noexcept {
   prev->ctx = fctx;
 #if SPINDLE_SHARE_FP_FLAGS
   const std::uint32_t left = saved_mxcsr(fctx), loaded = prev->incoming_mxcsr;
-  if (__builtin_expect(((left ^ loaded) & kMxcsrFlags) != 0, false)) adopt_fp_flags(prev->sched, loaded, left);
+  if (__builtin_expect(((left ^ loaded) & kMxcsrFlags) != 0, false)) adopt_fp_flags(prev, loaded, left);
 #endif
 }
 
