@@ -9,28 +9,28 @@
 
 namespace {
 
-void time_pingpong(bench::Runner& runner, std::string_view name, bool raise_flag) {
+// One case: a fresh ping-pong on this thread, pinned, `body(pp, n)` making
+// n switches.
+template <class Body>
+void time_case(bench::Runner& runner, std::string_view name, Body body) {
   auto pin = bench::pin_current_thread(bench::primary_cpu());
   bench::RawPingPong pp;
   runner.time(name, {.unit = "ns/switch", .granularity = 2, .note = pin.note()},
-              [&](std::uint64_t n) { pp.run(n, raise_flag); });
-}
-
-void time_behind_call(bench::Runner& runner, std::string_view name, bench::RawPingPong::Via via) {
-  auto pin = bench::pin_current_thread(bench::primary_cpu());
-  bench::RawPingPong pp;
-  runner.time(name, {.unit = "ns/switch", .granularity = 2, .note = pin.note()},
-              [&](std::uint64_t n) { pp.run_behind_call(n, via); });
+              [&](std::uint64_t n) { body(pp, n); });
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   bench::Runner runner("switch", argc, argv);
-  if (runner.wants("raw_fcontext")) time_pingpong(runner, "raw_fcontext", false);
-  if (runner.wants("raw_fcontext_fpflags")) time_pingpong(runner, "raw_fcontext_fpflags", true);
-  using Via = bench::RawPingPong::Via;
-  if (runner.wants("raw_ontop_call")) time_behind_call(runner, "raw_ontop_call", Via::ontop);
-  if (runner.wants("raw_jump_call")) time_behind_call(runner, "raw_jump_call", Via::jump);
+  using PP = bench::RawPingPong;
+  if (runner.wants("raw_fcontext"))
+    time_case(runner, "raw_fcontext", [](PP& pp, std::uint64_t n) { pp.run(n); });
+  if (runner.wants("raw_fcontext_fpflags"))
+    time_case(runner, "raw_fcontext_fpflags", [](PP& pp, std::uint64_t n) { pp.run(n, true); });
+  if (runner.wants("raw_ontop_call"))
+    time_case(runner, "raw_ontop_call", [](PP& pp, std::uint64_t n) { pp.run_behind_call(n, PP::Via::ontop); });
+  if (runner.wants("raw_jump_call"))
+    time_case(runner, "raw_jump_call", [](PP& pp, std::uint64_t n) { pp.run_behind_call(n, PP::Via::jump); });
   return runner.finish();
 }
