@@ -18,7 +18,8 @@
 // server re-executes itself with LD_BIND_NOW=1.
 //
 // Per round trip the connection fiber does what the C server does: one
-// read into a 16 KiB buffer, one send of what it got. A read that returned
+// read into a 16 KiB buffer (512 bytes with --small-stacks), one send of
+// what it got. A read that returned
 // less than it asked for has drained the socket, so the next read_some
 // parks on the poller at once instead of meeting EAGAIN first; see
 // bench/README.md.

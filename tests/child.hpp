@@ -35,10 +35,10 @@ inline ChildResult run_in_child(F&& body) {
     ::dup2(fds[1], STDOUT_FILENO);
     ::close(fds[0]);
     ::close(fds[1]);
-    // doctest's crash handlers belong to the parent's test run. Dropping
-    // them also checks that run() puts the overflow handler back once
-    // SIGSEGV has returned to its default action, as after a handler that
-    // restored what it had found.
+    // doctest's crash handlers belong to the parent's test run. (For the
+    // stack tests, dropping them also checks that run() puts the overflow
+    // handler back once SIGSEGV has returned to its default action, as
+    // after a handler that restored what it had found.)
     ::signal(SIGSEGV, SIG_DFL);
     ::signal(SIGABRT, SIG_DFL);
     ::signal(SIGBUS, SIG_DFL);
