@@ -201,7 +201,8 @@ TEST_CASE("run_blocking: a cancellation or expired scope already due does not ru
     std::atomic<bool> ran{false};
     {
       spindle::Timeout scope(1ms);
-      spindle::this_fiber::sleep_for(0ms);
+      // No suspension point until run_blocking: the scope expires while the
+      // thread sleeps, so the first one to see it is the call under test.
       std::this_thread::sleep_for(5ms);
       CHECK_THROWS_AS(spindle::run_blocking([&] { ran = true; }), spindle::TimeoutError);
     }
