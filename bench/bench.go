@@ -181,6 +181,21 @@ func pinProcess(cpu int) string {
 			return "pin=no(mask-not-applied)"
 		}
 	}
+	// As bench.hpp does: the mask reading back is not enough, the thread
+	// running this must be on that CPU now (every thread has the mask).
+	// Go's syscall package has no SYS_GETCPU on amd64 (libc reaches it
+	// through the vDSO): the Linux numbers.
+	sysGetcpu := map[string]uintptr{"amd64": 309, "arm64": 168}[runtime.GOARCH]
+	if sysGetcpu == 0 {
+		return fmt.Sprintf("pin=cpu%d(mask-only)", cpu)
+	}
+	var cur, node uint32
+	if _, _, errno := syscall.RawSyscall(sysGetcpu, uintptr(unsafe.Pointer(&cur)), uintptr(unsafe.Pointer(&node)), 0); errno != 0 {
+		return fmt.Sprintf("pin=no(getcpu: %s)", errno.Error())
+	}
+	if int(cur) != cpu {
+		return fmt.Sprintf("pin=no(running-on-cpu%d)", cur)
+	}
 	return fmt.Sprintf("pin=cpu%d", cpu)
 }
 

@@ -54,8 +54,12 @@ CALLGRIND = {
     "switch_raw_fcontext": 100_000,
     "switch_spindle": 100_000,
     "switch_boost_fiber": 100_000,
+    "switch_context_fiber": 100_000,
+    "switch_coroutine": 100_000,
+    "switch_ucontext": 100_000,
     "spawn_spindle": 10_000,
     "spawn_boost_fiber": 10_000,
+    "spawn_threads": 1_000,
     "hooks_rw_spindle": 2_000,
 }
 
@@ -359,6 +363,15 @@ def run_wrk(port: int, seconds: int, client_cpu: int | None) -> dict[str, float]
     return result
 
 
+def threads_pinned(pid: int, cpu: int) -> bool:
+    """Whether every thread of process pid may run on exactly that CPU."""
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        return all(os.sched_getaffinity(tid) == {cpu} for tid in tids)
+    except (OSError, ValueError):
+        return False
+
+
 def run_http(build_dir: str, bench_dir: str, full: bool, run: Run) -> None:
     """wrk -t1 -c64 against the spindle example server and Go net/http.
 
@@ -401,6 +414,7 @@ def run_http(build_dir: str, bench_dir: str, full: bool, run: Run) -> None:
 
     started: list[tuple[str, ServerProcess, str]] = []
     samples: dict[str, list[dict[str, float]]] = {}
+    pins: dict[str, str] = {}
     try:
         for impl, cmd, binary in servers:
             if server_cpu is not None:
@@ -412,6 +426,10 @@ def run_http(build_dir: str, bench_dir: str, full: bool, run: Run) -> None:
         for impl, server, binary in started:
             run_wrk(server.port, 1, client_cpu)  # warm-up: connections, caches, Go's heap
             samples[impl] = []
+            # After the warm-up, when Go has started its threads: every
+            # thread of the server must read back the one CPU.
+            if server_cpu is not None and not threads_pinned(server.proc.pid, server_cpu):
+                pins[impl] = "no(mask-not-applied)"
         for _ in range(reps):
             for impl, server, binary in started:
                 cpu0 = server.cpu_seconds()
@@ -427,12 +445,12 @@ def run_http(build_dir: str, bench_dir: str, full: bool, run: Run) -> None:
             if status != 0:
                 run.failures.append((binary, f"exit status {status} after SIGTERM"))
 
-    note = (f"reps={reps} pin={pin} client=cpu{client_cpu} wrk=-t1/-c{HTTP_CONNECTIONS}/-d{seconds}s"
-            if client_cpu is not None else f"reps={reps} pin={pin} wrk=-t1/-c{HTTP_CONNECTIONS}/-d{seconds}s")
     binaries = {impl: binary for impl, _, binary in started}
     for impl, got in samples.items():
         if len(got) != reps:
             continue
+        client = f" client=cpu{client_cpu}" if client_cpu is not None else ""
+        note = f"reps={reps} pin={pins.get(impl, pin)}{client} wrk=-t1/-c{HTTP_CONNECTIONS}/-d{seconds}s"
         for section, key, unit in (("http", "rate", "req/s"), ("http_cpu", "cpu_us", "us/request"),
                                    ("http_p99", "p99", "ms")):
             values = sorted(s[key] for s in got if key in s)
@@ -465,13 +483,15 @@ def reference_for(r: Result, by_key: dict[tuple[str, str], Result]) -> Result | 
         case = r.implementation.removeprefix("spindle_").removeprefix("boost_fiber_")
         return by_key.get(("sync", f"spindle_{case}"))
     if r.scenario in ("timer", "timer_rate"):
-        # Timers: each peer against spindle's figure for the same case (the
-        # raw heap for the add+cancel batch); the Event waits with a deadline
-        # against the same waits without one.
-        case = re.sub(r"^(spindle_heap_|spindle_|asio_|go_)", "", r.implementation)
+        # Timers: each peer against spindle's public-API figure for the same
+        # case (the Event-wait batch for add+cancel; the heap alone when that
+        # did not run); the Event waits with a deadline against the same
+        # waits without one.
+        case = re.sub(r"^(spindle_heap_|spindle_wait_|spindle_|asio_|go_)", "", r.implementation)
         if case.startswith("event_wait"):
             return by_key.get((r.scenario, "spindle_event_wait"))
         return (by_key.get((r.scenario, f"spindle_{case}"))
+                or by_key.get((r.scenario, f"spindle_wait_{case}"))
                 or by_key.get((r.scenario, f"spindle_heap_{case}")))
     if r.scenario.startswith("http"):
         # HTTP: against Go's net/http at the same connection count.
@@ -491,11 +511,22 @@ def section_order(name: str) -> tuple[int, str]:
     return (order.index(name) if name in order else len(order), name)
 
 
+def is_spindle(section: str, implementation: str) -> bool:
+    """Whether a row is spindle's own, to highlight it in a chart."""
+    if section.startswith("hooks"):
+        # The hooks rows are named after the path, not the runtime: every
+        # row that runs on spindle's fibers (or through its hooks) is ours.
+        return implementation.startswith(("hooked", "fiber")) or "_fibers" in implementation
+    return implementation.startswith("spindle")
+
+
 def print_table(run: Run) -> None:
     by_key = {(r.scenario, r.implementation): r for r in run.results}
     headers = ["scenario", "implementation", "median", "min", "max", "unit", "ratio", "pinning"]
     rows = []
-    for section in sorted({r.scenario for r in run.results}, key=section_order):
+    # A section whose every row was skipped still gets its SKIPPED lines.
+    sections = {r.scenario for r in run.results} | {sec for sec, _, _ in run.skipped}
+    for section in sorted(sections, key=section_order):
         for r in (x for x in run.results if x.scenario == section):
             ref = reference_for(r, by_key)
             ratio = ""
@@ -503,7 +534,10 @@ def print_table(run: Run) -> None:
                 x = r.median / ref.median
                 ratio = f"{x:.0f}x" if x >= 100 else f"{x:.1f}x" if x >= 10 else f"{x:.2f}x"
                 ratio += f" {ref.implementation}"
-            pin = parse_note(r.note).get("pin", "")
+            fields = parse_note(r.note)
+            pin = fields.get("pin", "")
+            if "partner_pin" in fields:  # the other side of a two-thread case
+                pin += f", partner {fields['partner_pin']}"
             rows.append([section, r.implementation, fmt_num(r.median), fmt_num(r.min),
                          fmt_num(r.max), r.unit, ratio, pin])
         for sec, name, why in run.skipped:
@@ -708,7 +742,7 @@ def svg_chart(section: str, results: list[Result], machine: str) -> str:
                    f'{f"{int(t):,}" if t == int(t) else f"{t:g}"}</text>')
     for i, r in enumerate(results):
         y = top + i * row_h
-        spindle = r.implementation.startswith("spindle")
+        spindle = is_spindle(section, r.implementation)
         colour = "#e8710a" if spindle else "#8c9bab"
         weight = ' font-weight="bold"' if spindle else ""
         out.append(f'<text x="{label_w - 8}" y="{y + row_h / 2 + 4:.1f}" text-anchor="end"{weight}>'

@@ -17,6 +17,18 @@
 //                               short mode: every repetition is at least one
 //                               whole batch, and seven 1M batches of each
 //                               peer would not fit the short suite's budget.
+//   spindle_wait_add_cancel_N   the same batch through the public API, as
+//                               the Asio and Go peers make theirs: N fibers,
+//                               fiber i parked in Event::wait_until(the
+//                               batch's deadline i). A timed batch sets the
+//                               N events in the batch's cancel order (each
+//                               set readies its fiber and removes its
+//                               deadline), then every fiber runs, clears its
+//                               event and parks again with the same deadline
+//                               (the add of the next batch). ns per
+//                               add+cancel, two switches and one clock read
+//                               included; N pending at the peak. The fibers
+//                               are spawned once per case, outside the time.
 //   spindle_event_wait          public API baseline: two fibers ping-pong
 //                               over two Events with wait(), no deadline.
 //   spindle_event_wait_for      the same with wait_for(1h): every wait parks
@@ -165,6 +177,50 @@ double event_waits(std::uint64_t n, bool with_deadline) {
   return bench::elapsed_ns(start, stop);
 }
 
+// The add+cancel batch through Event::wait_until (spindle_wait_add_cancel_N).
+class WaitAddCancel {
+ public:
+  explicit WaitAddCancel(const Batch& b) : batch_(b), events_(b.size()) {
+    const auto base = Clock::now() + 1h;
+    waiters_.reserve(b.size());
+    for (std::uint64_t i = 0; i < b.size(); ++i)
+      waiters_.push_back(spindle::spawn([this, i, deadline = base + std::chrono::nanoseconds(b.offset_ns[i])] {
+        for (;;) {
+          if (!events_[i].wait_until(deadline)) throw std::logic_error("WaitAddCancel: a 1 h deadline passed");
+          events_[i].clear();
+          if (++returned_ == batch_.size()) done_.set();
+        }
+      }));
+    spindle::this_fiber::yield();  // every waiter runs once and parks with its deadline
+  }
+  // As ExpireLoad's: cancel every waiter before the tasks wait for them.
+  ~WaitAddCancel() {
+    for (auto& t : waiters_) t.cancel();
+  }
+  WaitAddCancel(const WaitAddCancel&) = delete;
+  WaitAddCancel& operator=(const WaitAddCancel&) = delete;
+
+  double run(std::uint64_t n) {
+    auto start = Clock::now();
+    for (std::uint64_t done = 0; done < n; done += batch_.size()) {
+      returned_ = 0;
+      done_.clear();
+      for (std::uint32_t i : batch_.cancel_order) events_[i].set();
+      // The last waiter sets done_ and parks again before this fiber, which
+      // it readied, runs: every deadline of the next batch is in place.
+      done_.wait();
+    }
+    return bench::elapsed_ns(start, Clock::now());
+  }
+
+ private:
+  const Batch& batch_;
+  std::vector<spindle::Event> events_;
+  std::uint64_t returned_ = 0;
+  spindle::Event done_;
+  std::vector<spindle::Task<void>> waiters_;  // last: destroyed first
+};
+
 // kSleepers fibers sleeping in a loop for as long as the case runs, so
 // that each timed run sees the steady state: no spawns, no first touches of
 // fresh stacks. A run sets the count and waits for the fiber whose
@@ -223,6 +279,8 @@ int main(int argc, char** argv) {
   const std::string heap_expire_name = "spindle_heap_expire_" + label;
   // Asked once each: in --list mode wants() prints the name.
   const bool heap_add_cancel = runner.wants(heap_add_cancel_name);
+  const std::string wait_add_cancel_name = "spindle_wait_add_cancel_" + label;
+  const bool wait_add_cancel = runner.wants(wait_add_cancel_name);
   const bool event_wait = runner.wants("spindle_event_wait");
   const bool event_wait_for = runner.wants("spindle_event_wait_for");
   const bool event_wait_for_10k = runner.wants("spindle_event_wait_for_10k");
@@ -234,7 +292,7 @@ int main(int argc, char** argv) {
   // records are real Fiber objects, one after the other as in a slab.
   Batch batch;
   std::unique_ptr<spindle::detail::Fiber[]> fibers;
-  if (heap_add_cancel || heap_expire) {
+  if (heap_add_cancel || heap_expire || wait_add_cancel) {
     batch = make_batch(batch_size);
     fibers = std::make_unique<spindle::detail::Fiber[]>(batch_size);
   }
@@ -245,6 +303,13 @@ int main(int argc, char** argv) {
   if (heap_add_cancel)
     runner.time(heap_add_cancel_name, heap_case,
                 [&](std::uint64_t n) { return heap_add_cancel_batches(batch, fibers.get(), n); });
+
+  if (wait_add_cancel) {
+    spindle::run([&] {
+      WaitAddCancel load(batch);
+      runner.time(wait_add_cancel_name, heap_case, [&](std::uint64_t n) { return load.run(n); });
+    });
+  }
 
   if (event_wait || event_wait_for || event_wait_for_10k) {
     spindle::run([&] {
