@@ -41,18 +41,20 @@ std::int64_t scope_deadline_at(const Fiber* f, int depth) noexcept {
   return d;
 }
 
-[[noreturn]] void throw_timeout(Fiber* f, std::int64_t now, const char* call) {
+// `name`, when given, is what the call waited on (a wait on an fd names it).
+[[noreturn]] void throw_timeout(Fiber* f, std::int64_t now, const char* call, const SlotName* name) {
   for (TimeoutScopeRec* r = f->scopes; r; r = r->outer) {
     if (r->deadline <= now) r->expired = true;
     // Scopes further out are hidden by a Shield (or never expire): their
     // deadline did not make this call throw.
     if (r->outer_min == kNoDeadline) break;
   }
+  if (name) throw TimeoutError(fmt::format("{}({}={}): Timeout expired", call, name->key, name->value));
   throw TimeoutError(fmt::format("{}: Timeout expired", call));
 }
 
 // Throws what is due for the running fiber before it parks.
-void check_interrupt(Scheduler* s, Fiber* f, const char* call) {
+void check_interrupt(Scheduler* s, Fiber* f, const char* call, const SlotName* name = nullptr) {
   const int depth = std::uncaught_exceptions();
   if (depth == 0 && f->cancel_requested && f->shield_depth == 0) {
     f->cancel_requested = false;
@@ -62,7 +64,7 @@ void check_interrupt(Scheduler* s, Fiber* f, const char* call) {
   const std::int64_t deadline = scope_deadline_at(f, depth);
   if (deadline != kNoDeadline) {
     std::int64_t now = s->now();
-    if (now >= deadline) throw_timeout(f, now, call);
+    if (now >= deadline) throw_timeout(f, now, call, name);
   }
 }
 
@@ -375,14 +377,23 @@ void Scheduler::expire_timers() noexcept {
 
 // ------------------------------------------------------------------- fds
 
-IoSlot& Scheduler::register_fd(int fd) {
-  if (fd < 0) platform::throw_system_error(EBADF, fmt::format("spindle: wait on fd={}", fd));
+IoSlot& Scheduler::register_fd(int fd, const char* call) {
+  if (fd < 0) platform::throw_system_error(EBADF, fmt::format("{}(fd={})", call, fd));
   std::size_t chunk = static_cast<std::size_t>(fd) / kSlotChunk;
   if (chunk >= slots_.size()) slots_.resize(chunk + 1);
   if (!slots_[chunk]) slots_[chunk] = std::make_unique<IoSlot[]>(kSlotChunk);
   IoSlot& s = slots_[chunk][static_cast<std::size_t>(fd) % kSlotChunk];
   if (!s.registered) {
-    off_small_stack([&] { poller_.add(fd, s); });
+    try {
+      off_small_stack([&] { poller_.add(fd, s); });
+    } catch (const std::system_error& e) {
+      // The poller names its own call ("epoll_ctl(ADD, fd=5): ..."); put the
+      // user's call in front, and its error text once, at the end.
+      std::string inner = e.what();
+      const std::string tail = ": " + e.code().message();
+      if (inner.ends_with(tail)) inner.resize(inner.size() - tail.size());
+      throw std::system_error(e.code(), fmt::format("{}(fd={}): {}", call, fd, inner));
+    }
     ++watched_fds_;
   }
   return s;
@@ -469,7 +480,25 @@ WakeReason park(std::int64_t deadline_ns) noexcept {
   return s->park(s->running(), deadline_ns);
 }
 
-WakeReason leave_wait(WakeReason r, std::int64_t own_deadline_ns, const char* call) {
+namespace {
+[[gnu::noinline]] Fiber* enter_slot_wait_checked(Scheduler* s, Fiber* f, const char* call, SlotName name) {
+  check_interrupt(s, f, call, &name);
+  return f;
+}
+
+// enter_wait for a wait on a slot: a Timeout already due names what the call
+// would have waited on.
+Fiber* enter_slot_wait(const char* call, SlotName name) {
+  Scheduler* s = Scheduler::current();
+  if (!s) [[unlikely]]
+    throw_outside_fiber(call);
+  Fiber* f = s->running();
+  if (f->attention) [[unlikely]]
+    return enter_slot_wait_checked(s, f, call, name);
+  return f;
+}
+
+WakeReason leave_wait_named(WakeReason r, std::int64_t own_deadline_ns, const char* call, const SlotName* name) {
   Scheduler* s = Scheduler::current();
   Fiber* f = s->running();
   if (r == WakeReason::cancelled) {
@@ -481,10 +510,15 @@ WakeReason leave_wait(WakeReason r, std::int64_t own_deadline_ns, const char* ca
     const std::int64_t scope = scope_deadline_at(f, std::uncaught_exceptions());
     if (scope < own_deadline_ns) {
       std::int64_t now = s->now();
-      if (now >= scope) throw_timeout(f, now, call);
+      if (now >= scope) throw_timeout(f, now, call, name);
     }
   }
   return r;
+}
+}  // namespace
+
+WakeReason leave_wait(WakeReason r, std::int64_t own_deadline_ns, const char* call) {
+  return leave_wait_named(r, own_deadline_ns, call, nullptr);
 }
 
 void ready(Fiber* f, WakeReason r) noexcept { f->sched->ready(f, r); }
@@ -857,7 +891,7 @@ void wait_slot(Fiber* f, IoSlot& slot, bool write, const char* call, SlotName na
   const WakeReason r = park_on_slot(f, slot, write, name);
   if (r == WakeReason::closed) [[unlikely]]
     throw_forgotten(call, name);
-  leave_wait(r, kNoDeadline, call);
+  leave_wait_named(r, kNoDeadline, call, &name);
 }
 
 }  // namespace detail
@@ -865,8 +899,8 @@ void wait_slot(Fiber* f, IoSlot& slot, bool write, const char* call, SlotName na
 namespace {
 void wait_io(int fd, bool write, const char* call) {
   using namespace detail;
-  Fiber* f = enter_wait(call);
-  IoSlot& slot = f->sched->slot_for(fd);
+  Fiber* f = enter_slot_wait(call, SlotName{"fd", fd});
+  IoSlot& slot = f->sched->slot_for(fd, call);
   wait_slot(f, slot, write, call, SlotName{"fd", fd});
 }
 }  // namespace
@@ -874,8 +908,8 @@ void wait_io(int fd, bool write, const char* call) {
 void wait_readable(int fd) { wait_io(fd, false, "spindle::wait_readable"); }
 
 void detail::wait_readable_unless_closed(int fd, const char* call) {
-  Fiber* f = enter_wait(call);
-  IoSlot& slot = f->sched->slot_for(fd);
+  Fiber* f = enter_slot_wait(call, SlotName{"fd", fd});
+  IoSlot& slot = f->sched->slot_for(fd, call);
   if (slot.hangup) return;
   wait_slot(f, slot, false, call, SlotName{"fd", fd});
 }

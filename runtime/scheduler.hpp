@@ -88,16 +88,17 @@ class Scheduler {
   void drain_remote() noexcept;
 
   // --- fds ---
-  // The slot of `fd`, registering the fd with the poller on first use.
-  // Inline for the case of every wait after the first: a registered fd.
-  IoSlot& slot_for(int fd) {
+  // The slot of `fd`, registering the fd with the poller on first use
+  // (errors name `call` and the fd). Inline for the case of every wait after
+  // the first: a registered fd.
+  IoSlot& slot_for(int fd, const char* call) {
     const std::size_t chunk = static_cast<std::size_t>(fd) / kSlotChunk;  // fd < 0: huge
     if (chunk < slots_.size() && slots_[chunk]) [[likely]] {
       IoSlot& s = slots_[chunk][static_cast<std::size_t>(fd) % kSlotChunk];
       if (s.registered) [[likely]]
         return s;
     }
-    return register_fd(fd);
+    return register_fd(fd, call);
   }
   void forget(int fd) noexcept;
 
@@ -212,7 +213,7 @@ class Scheduler {
   std::size_t watched_fds_ = 0;
   static constexpr std::size_t kSlotChunk = 1024;
   std::vector<std::unique_ptr<IoSlot[]>> slots_;
-  IoSlot& register_fd(int fd);  // slot_for's first use of an fd
+  IoSlot& register_fd(int fd, const char* call);  // slot_for's first use of an fd
   static constexpr std::size_t kSourceChunk = 64;
   std::vector<std::unique_ptr<IoSlot[]>> source_chunks_;
   std::vector<IoSlot*> free_sources_;

@@ -411,8 +411,10 @@ TEST_CASE("io: waiting on fd -1, on a closed fd and on a regular file throws a s
     SUBCASE("fd -1") {
       auto e = catch_system_error([] { spindle::wait_readable(-1); });
       CHECK(e.code() == std::error_code(EBADF, std::system_category()));
-      CHECK(contains(e.what(), "fd=-1"));
-      CHECK(catch_system_error([] { spindle::wait_writable(-1); }).code().value() == EBADF);
+      CHECK(contains(e.what(), "spindle::wait_readable(fd=-1)"));
+      auto w = catch_system_error([] { spindle::wait_writable(-1); });
+      CHECK(w.code().value() == EBADF);
+      CHECK(contains(w.what(), "spindle::wait_writable(fd=-1)"));
     }
     SUBCASE("a closed fd") {
       int fd;
@@ -422,7 +424,7 @@ TEST_CASE("io: waiting on fd -1, on a closed fd and on a regular file throws a s
       }
       auto e = catch_system_error([&] { spindle::wait_readable(fd); });
       CHECK(e.code() == std::error_code(EBADF, std::system_category()));
-      CHECK(contains(e.what(), fmt::format("fd={}", fd)));
+      CHECK(contains(e.what(), fmt::format("spindle::wait_readable(fd={})", fd)));
     }
     SUBCASE("a regular file (epoll refuses it with EPERM)") {
       char path[] = "/tmp/spindle_test_io_XXXXXX";
@@ -432,8 +434,11 @@ TEST_CASE("io: waiting on fd -1, on a closed fd and on a regular file throws a s
       const std::string fdtext = fmt::format("fd={}", file.get());
       auto e = catch_system_error([&] { spindle::wait_readable(file.get()); });
       CHECK(e.code() == std::error_code(EPERM, std::system_category()));
-      CHECK(contains(e.what(), fdtext));
+      CHECK(contains(e.what(), "spindle::wait_readable(" + fdtext + ")"));
       CHECK((contains(e.what(), "epoll_ctl") || contains(e.what(), "kevent(EV_ADD")));
+      // The error text once, at the end, not after each call named.
+      const std::string text = std::error_code(EPERM, std::system_category()).message();
+      CHECK(std::string(e.what()).find(text) == std::string(e.what()).size() - text.size());
       // Nothing was left registered: the next attempt fails the same way.
       auto e2 = catch_system_error([&] { spindle::wait_writable(file.get()); });
       CHECK(e2.code() == std::error_code(EPERM, std::system_category()));
@@ -497,6 +502,19 @@ TEST_CASE("io: a Timeout scope ends an I/O wait with TimeoutError and leaves no 
     const auto took = std::chrono::steady_clock::now() - t0;
     CHECK(took >= 20ms);
     CHECK(took < 20ms + 5s);
+    // The error names the call and the fd, both when the deadline passes
+    // during the wait and when it has passed before the wait starts.
+    const std::string fd_name = "(fd=" + std::to_string(p.r.get()) + ")";
+    for (auto before : {false, true}) {
+      spindle::Timeout scope(before ? 0ms : 5ms);
+      try {
+        spindle::wait_readable(p.r.get());
+        FAIL("wait_readable returned");
+      } catch (const spindle::TimeoutError& e) {
+        CHECK(std::string(e.what()).find("spindle::wait_readable" + fd_name + ": Timeout expired") !=
+              std::string::npos);
+      }
+    }
     // Another fiber may now wait on the same fd and direction (a leftover
     // waiter would trip the "two fibers wait" assertion), and is woken.
     std::string got;

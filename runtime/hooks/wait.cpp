@@ -89,7 +89,7 @@ int park_fd(int fd, Dir dir, std::int64_t deadline_ns) noexcept {
     // Another fiber parked on this fd in the same direction (two fibers
     // reading one socket, several accepting on one listener) owns the
     // slot; this one waits on an epoll instance of its own instead.
-    detail::IoSlot& slot = s->slot_for(fd);
+    detail::IoSlot& slot = s->slot_for(fd, dir == Dir::read ? "spindle::wait_readable" : "spindle::wait_writable");
     detail::Fiber* other = dir == Dir::read ? slot.reader : slot.writer;
     if (other && other->state == detail::FiberState::parked) {
       shared = true;

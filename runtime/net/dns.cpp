@@ -58,6 +58,7 @@
 #include <spindle/blocking.hpp>
 #include <spindle/detail/assert.hpp>
 #include <spindle/detail/fiber.hpp>
+#include <spindle/error.hpp>
 #include <spindle/io.hpp>
 #include <spindle/task.hpp>
 #include <spindle/this_fiber.hpp>
@@ -533,19 +534,25 @@ std::vector<SocketAddress> resolve(std::string_view host, std::string_view servi
 
   const std::string name(host);
   Resolver resolver;
-  Prepared prepared = run_blocking(
-      [&] { return prepare(name, service, port, numeric.has_value(), options, resolver, what); });
-  if (numeric) return {SocketAddress::parse(host, prepared.port)};
-
   Outcome outcome;
-  if (prepared.hosts) {
-    outcome.status = ARES_SUCCESS;
-    outcome.result = std::move(prepared.hosts);
-  } else {
-    outcome = resolver.run(std::move(prepared.channel), name, options.family);
+  std::uint16_t prepared_port = 0;
+  try {
+    Prepared prepared = run_blocking(
+        [&] { return prepare(name, service, port, numeric.has_value(), options, resolver, what); });
+    if (numeric) return {SocketAddress::parse(host, prepared.port)};
+    prepared_port = prepared.port;
+    if (prepared.hosts) {
+      outcome.status = ARES_SUCCESS;
+      outcome.result = std::move(prepared.hosts);
+    } else {
+      outcome = resolver.run(std::move(prepared.channel), name, options.family);
+    }
+  } catch (const TimeoutError&) {
+    // Name the lookup a Timeout scope ended, as its other errors do.
+    throw TimeoutError(fmt::format("spindle::net::{}: Timeout expired", what));
   }
   if (outcome.status != ARES_SUCCESS) throw DnsError(static_cast<DnsErrc>(outcome.status), what);
-  std::vector<SocketAddress> out = to_addresses(outcome.result.get(), prepared.port, options.family);
+  std::vector<SocketAddress> out = to_addresses(outcome.result.get(), prepared_port, options.family);
   if (out.empty()) throw DnsError(DnsErrc::no_data, what);
   return out;
 }

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <spindle/detail/assert.hpp>
 #include <spindle/detail/fiber.hpp>
+#include <spindle/error.hpp>
 #include <spindle/this_fiber.hpp>
 #include <system_error>
 
@@ -297,7 +298,14 @@ Descriptor connect_stream(const SocketAddress& addr) {
   // edge may wake us early, so SO_ERROR == 0 alone is not proof: confirm
   // with getpeername (ENOTCONN while still in progress).
   for (;;) {
-    spindle::wait_writable(fd);
+    try {
+      spindle::wait_writable(fd);
+    } catch (const TimeoutError&) {
+      // A Timeout scope ended the handshake: name the call and the peer, as
+      // every other failure of connect does. The socket is closed on the way
+      // out (sock owns it), which abandons the attempt.
+      throw TimeoutError(fmt::format("connect(fd={}, {}): Timeout expired", fd, addr.to_string()));
+    }
     int so_error = 0;
     socklen_t len = sizeof(so_error);
     if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &len) < 0) {
