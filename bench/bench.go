@@ -58,7 +58,9 @@ func newRunner(section string) *runner {
 		}
 	}
 	if !r.opts.list && r.opts.count == 0 {
-		fmt.Printf("PEER\tgo\t%s\tGOMAXPROCS=%d\tNumCPU=%d\n", runtime.Version(), runtime.GOMAXPROCS(0), runtime.NumCPU())
+		// The default only: the single-threaded cases set GOMAXPROCS=1, and
+		// each result's note gives the value it ran with.
+		fmt.Printf("PEER\tgo\t%s\tNumCPU=%d\tdefault GOMAXPROCS=%d (per case: see its note)\n", runtime.Version(), runtime.NumCPU(), runtime.GOMAXPROCS(0))
 	}
 	return r
 }
