@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
 """Checks the network examples by talking to them over loopback.
 
-    test_examples_net.py echo BINARY     examples/echo_server
-    test_examples_net.py chat BINARY     examples/chat_server
+    test_examples_net.py echo BINARY        examples/echo_server
+    test_examples_net.py chat BINARY        examples/chat_server
+    test_examples_net.py http BINARY        examples/http_server
+    test_examples_net.py http_fetch BINARY  examples/http_fetch (http_server beside it)
 
-Each check starts the server with --port 0, reads "listening on HOST:PORT"
-from its output, connects real clients, and checks what they receive and
-how the server stops on SIGTERM. Every wait has a deadline, so a broken
-server fails the test instead of hanging it. Standard library only.
+Each server check starts the server with --port 0, reads "listening on
+HOST:PORT" from its output, connects real clients, and checks what they
+receive and how the server stops on SIGTERM (and SIGINT). The http_fetch
+check runs the client example against a server of its own that holds every
+answer until all the example's requests have arrived, then as users run it.
+Every wait has a deadline, so a broken program fails the test instead of
+hanging it. Standard library only.
 """
 
 from __future__ import annotations
@@ -329,12 +334,294 @@ def test_chat(binary: str) -> None:
         server.kill()
 
 
+# ---------------------------------------------------------------------------
+# http_server
+
+class HttpConn:
+    """One client connection; reads responses as the server frames them."""
+
+    def __init__(self, server: Server):
+        self.sock = server.connect()
+        self.buf = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _fill(self, what: str) -> None:
+        try:
+            chunk = self.sock.recv(65536)
+        except socket.timeout:
+            raise Failure(f"no {what} within {DEADLINE} s")
+        check(chunk != b"", f"EOF before {what} (had {self.buf!r})")
+        self.buf += chunk
+
+    def head(self) -> tuple[int, dict[str, str]]:
+        """The next status line and header block: (status, lower-cased headers)."""
+        while b"\r\n\r\n" not in self.buf:
+            self._fill("a complete header block")
+        block, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        status_line, *fields = block.decode("latin-1").split("\r\n")
+        m = re.match(r"HTTP/1\.1 (\d{3}) ", status_line)
+        check(m is not None, f"bad status line {status_line!r}")
+        headers = {}
+        for field in fields:
+            name, _, value = field.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return int(m.group(1)), headers
+
+    def response(self) -> tuple[int, dict[str, str], bytes]:
+        """The next final response, its body read by Content-Length."""
+        status, headers = self.head()
+        check("content-length" in headers, f"response {status} without Content-Length: {headers}")
+        n = int(headers["content-length"])
+        while len(self.buf) < n:
+            self._fill(f"the {n}-byte body of a {status} response")
+        body, self.buf = self.buf[:n], self.buf[n:]
+        return status, headers, body
+
+    def expect_eof(self) -> None:
+        try:
+            rest = self.sock.recv(65536)
+        except socket.timeout:
+            raise Failure(f"the server did not close the connection within {DEADLINE} s")
+        check(self.buf == b"" and rest == b"", f"bytes after the last response: {self.buf + rest!r}")
+
+
+def continue_request(conn: HttpConn, head: str) -> None:
+    """Sends a request head with "Expect: 100-continue" and waits for the
+    server's "100 Continue". The server sends it once it has parsed the
+    header block, so from then on the request is in flight (being received)
+    and a stop must let it finish; without this handshake a signal could
+    overtake a request the server has not read yet, and an unread request
+    on an idle connection is rightly dropped."""
+    conn.send(head.encode() + b"Expect: 100-continue\r\n\r\n")
+    status, _ = conn.head()
+    check(status == 100, f"expected 100 Continue, got {status}")
+
+
+def test_http(binary: str) -> None:
+    server = Server(binary, ["--grace", "30"])
+    try:
+        # An idle keep-alive connection: answered once, now between requests.
+        idle = HttpConn(server)
+        idle.send(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        status, _, body = idle.response()
+        check(status == 200 and body == b"Hello, World!\n", f"GET / gave {status} {body!r}")
+
+        # A handler that parks: /delay?ms=2000. The request carries a one-byte
+        # body only so that its 100 Continue can say the server has it.
+        delayed = HttpConn(server)
+        continue_request(delayed, "GET /delay?ms=2000 HTTP/1.1\r\nHost: test\r\nContent-Length: 1\r\n")
+        delayed.send(b"x")
+        delay_sent = time.monotonic()
+
+        # A chunked body still arriving: the first chunk now, the rest after the signal.
+        upload = HttpConn(server)
+        continue_request(upload, "POST /echo HTTP/1.1\r\nHost: test\r\nContent-Type: application/x-test\r\n"
+                                 "Transfer-Encoding: chunked\r\n")
+        chunks = [b"first chunk, before SIGTERM;", b" second;", b" third;", b" last, " + b"z" * 3000]
+        upload.send(b"%x\r\n%s\r\n" % (len(chunks[0]), chunks[0]))
+        time.sleep(0.2)  # the delayed request is most likely in its handler's sleep by now
+
+        server.stop()
+        server.expect(r"^TERM: stopping; 3 connection\(s\) open$")
+        term_seen = time.monotonic()
+        check_still_waiting(delayed, "the /delay request in flight when SIGTERM was handled")
+        check_still_waiting(upload, "the upload in flight when SIGTERM was handled")
+        wait_until(lambda: refused(server.port), "the listener to close")
+        idle.expect_eof()
+        print("  http: after SIGTERM new connections are refused and the idle connection is closed")
+
+        # The upload's remaining chunks trickle in after the signal.
+        for chunk in chunks[1:]:
+            time.sleep(0.05)
+            upload.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        upload.send(b"0\r\n\r\n")
+        status, headers, body = upload.response()
+        check(status == 200, f"upload answered {status}")
+        check(body == b"".join(chunks), f"echoed body differs: {len(body)} bytes, {body[:60]!r}...")
+        check(headers.get("content-type") == "application/x-test", f"content type {headers.get('content-type')!r}")
+        check(headers.get("connection", "").lower() == "close", f"no Connection: close after stop: {headers}")
+        upload.expect_eof()
+        print(f"  http: the chunked upload finished after SIGTERM: {len(body)} bytes echoed, then closed")
+
+        status, headers, body = delayed.response()
+        took = time.monotonic() - delay_sent
+        check(status == 200 and body == b"waited 2000 ms\n", f"delay answered {status} {body!r}")
+        check(took >= 2.0, f"the delayed answer came after {took:.2f} s, before its 2 s")
+        check(headers.get("connection", "").lower() == "close", f"no Connection: close after stop: {headers}")
+        delayed.expect_eof()
+        print(f"  http: the /delay?ms=2000 in flight at SIGTERM was answered whole after {took:.2f} s, then closed")
+
+        check(server.wait(DEADLINE) == 0, "exit status not 0")
+        server.expect(r"^stopped: 3 connection\(s\), 3 request\(s\), 0 rejected over the cap, 0 error response\(s\)$")
+        print(f"  http: exit status 0, {time.monotonic() - term_seen:.2f} s after SIGTERM was handled")
+    finally:
+        server.kill()
+
+    # SIGINT stops it the same way: a Content-Length body half sent.
+    server = Server(binary, ["--grace", "30"])
+    try:
+        conn = HttpConn(server)
+        payload = bytes(range(256)) * 64
+        continue_request(conn, f"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: {len(payload)}\r\n")
+        conn.send(payload[:1000])
+        server.stop(signal.SIGINT)
+        server.expect(r"^INT: stopping; 1 connection\(s\) open$")
+        conn.send(payload[1000:])
+        status, headers, body = conn.response()
+        check(status == 200 and body == payload, f"echo after SIGINT: {status}, {len(body)} bytes")
+        check(headers.get("connection", "").lower() == "close", f"no Connection: close after stop: {headers}")
+        conn.expect_eof()
+        check(server.wait(DEADLINE) == 0, "exit status not 0")
+        server.expect(r"^stopped: 1 connection\(s\), 1 request\(s\)")
+        print(f"  http: SIGINT during a {len(payload)}-byte upload: answered whole, exit status 0")
+    finally:
+        server.kill()
+
+
+def check_still_waiting(conn: HttpConn, what: str) -> None:
+    """Checks, without waiting, that nothing has arrived on conn: neither an
+    answer nor the server's close."""
+    conn.sock.setblocking(False)
+    try:
+        got = conn.sock.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return
+    finally:
+        conn.sock.settimeout(DEADLINE)
+    check(got != b"", f"the server closed {what}")
+    raise Failure(f"{what} was answered already")
+
+
+# ---------------------------------------------------------------------------
+# http_fetch
+
+class GatheringServer:
+    """An HTTP server for http_fetch that answers /delay?ms=N after N ms, but
+    starts no answer until `expected` requests have arrived. A client that
+    fetches concurrently gets its answers as from http_server; one that
+    waits for an answer before sending the next request never completes
+    the set, and each request it sends is answered only when the wait
+    gives up (gave_up is then set)."""
+
+    def __init__(self, expected: int):
+        self.expected = expected
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.cond = threading.Condition()
+        self.arrived: list[tuple[float, str]] = []  # (time, request target)
+        self.answered: list[float] = []             # when each answer was sent
+        self.gave_up = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(DEADLINE)
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                buf += chunk
+            target = buf.split(b" ", 2)[1].decode()
+            with self.cond:
+                self.arrived.append((time.monotonic(), target))
+                self.cond.notify_all()
+                if not self.cond.wait_for(lambda: len(self.arrived) >= self.expected, timeout=DEADLINE):
+                    self.gave_up = True
+            m = re.search(r"[?&]ms=(\d+)", target)
+            ms = int(m.group(1)) if m else 0
+            time.sleep(ms / 1000)
+            body = f"waited {ms} ms\n".encode()
+            with self.cond:
+                self.answered.append(time.monotonic())
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                         b"Connection: close\r\n\r\n%s" % (len(body), body))
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def run_example(argv: list[str]) -> subprocess.CompletedProcess:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=45)
+    except subprocess.TimeoutExpired:
+        raise Failure(f"{' '.join(argv)} still running after 45 s")
+    for line in proc.stdout.splitlines():
+        print(f"  fetch| {line}")
+    return proc
+
+
+def check_exit(proc: subprocess.CompletedProcess) -> None:
+    check(proc.returncode == 0, f"exit status {proc.returncode}; stderr: {proc.stderr.strip()!r}")
+
+
+def expect_in_order(out: str, texts: list[str]) -> None:
+    pos = 0
+    for text in texts:
+        found = out.find(text, pos)
+        check(found >= 0, f"expected {text!r} (in order) in the output")
+        pos = found + len(text)
+
+
+def test_http_fetch(binary: str) -> None:
+    delays = (200, 500, 700)  # the seed's 2, 5 and 7 s at --scale 0.1
+
+    # 1. Concurrency: the server answers nothing until all three requests
+    # are in, so only a client with all three in flight at once gets its
+    # answers without the server giving up (no upper bound on any time).
+    server = GatheringServer(len(delays))
+    try:
+        proc = run_example([binary, "--port", str(server.port), "--scale", "0.1"])
+    finally:
+        server.close()
+    with server.cond:
+        arrived, answered, gave_up = list(server.arrived), list(server.answered), server.gave_up
+    # First, since a sequential client also ends in its own Timeout.
+    check(not gave_up, f"a request waited {DEADLINE} s for the others to arrive (received in all:"
+                       f" {[t for _, t in arrived]}): the fetches are not concurrent")
+    check_exit(proc)
+    out = proc.stdout
+    check(sorted(t for _, t in arrived) == sorted(f"/delay?ms={ms}" for ms in delays),
+          f"requests received: {[t for _, t in arrived]}")
+    spread = max(a for a, _ in arrived) - min(a for a, _ in arrived)
+    check(max(a for a, _ in arrived) <= min(answered), "an answer was sent before the last request arrived")
+    for ms in delays:
+        url = re.escape(f"http://127.0.0.1:{server.port}/delay?ms={ms}")
+        m = re.search(rf"Fetched {url} after ([0-9.]+) s: 200 OK, \"waited {ms} ms\"", out)
+        check(m is not None, f"no Fetched line for ms={ms}")
+        check(float(m.group(1)) >= ms / 1000, f"ms={ms} fetched after {m.group(1)} s, before its delay")
+    print(f"  http_fetch: all {len(delays)} requests were in flight at once (they arrived within"
+          f" {spread * 1000:.1f} ms of each other, before any answer was sent)")
+
+    # 2. As users run it: it starts http_server beside it, fetches, stops it
+    # with SIGTERM and prints what the server said.
+    proc = run_example([binary, "--scale", "0.1"])
+    check_exit(proc)
+    out = proc.stdout
+    expect_in_order(out, [f"waited {ms} ms" for ms in delays] +
+                    ["server: TERM: stopping", "server: stopped: 3 connection(s), 3 request(s)"])
+    m = re.search(r"executed in ([0-9.]+) seconds", out)
+    check(m is not None and float(m.group(1)) >= max(delays) / 1000, "no plausible 'executed in' line")
+    print("  http_fetch: with its own http_server: three answers, the server stopped by SIGTERM with exit status 0")
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[1] not in ("echo", "chat"):
+    tests = {"echo": test_echo, "chat": test_chat, "http": test_http, "http_fetch": test_http_fetch}
+    if len(argv) != 3 or argv[1] not in tests:
         print(__doc__)
         return 2
     try:
-        {"echo": test_echo, "chat": test_chat}[argv[1]](argv[2])
+        tests[argv[1]](argv[2])
     except Failure as e:
         print(f"FAIL: {e}")
         return 1

@@ -1,7 +1,8 @@
 // spindle::Process: spawning with pipes, /dev/null and inherited streams,
 // cwd and environment, exit codes and deaths by signal, communicate()
-// without deadlock, Timeout and cancellation around wait(), many children
-// at once, and no zombies left behind.
+// without deadlock and with input the child never reads, Timeout and
+// cancellation around wait(), the application's SIGCHLD handler left
+// alone, many children at once, and no zombies left behind.
 //
 // The children are ordinary programs every Debian system has (sh, cat,
 // echo, sleep). Every case waits for what it spawns, except where it tests
@@ -14,8 +15,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <system_error>
@@ -219,6 +222,172 @@ TEST_CASE("process: Stdio::null gives EOF on stdin and discards output") {
     CHECK_THROWS_AS(p.stdin_pipe(), std::logic_error);
     CHECK_THROWS_AS(p.stderr_pipe(), std::logic_error);
     CHECK_THROWS_AS(p.communicate("input"), std::logic_error);
+  });
+}
+
+TEST_CASE("process: communicate with 1 MiB of input to a child that never reads it returns the status, without SIGPIPE") {
+  struct sigaction old_action {};
+  REQUIRE(::sigaction(SIGPIPE, nullptr, &old_action) == 0);
+  REQUIRE((old_action.sa_handler == SIG_DFL));  // a SIGPIPE would kill the test
+  spindle::run([] {
+    const std::string input(1 << 20, 'i');  // 16 pipe buffers
+    SUBCASE("true") {
+      auto p = Process::spawn({"true"}, {.in = Stdio::pipe, .out = Stdio::pipe, .err = Stdio::pipe});
+      auto r = p.communicate(input);
+      CHECK(r.status.success());
+      CHECK(r.out.empty());
+      CHECK(r.err.empty());
+      CHECK_FALSE(p.stdin_pipe().is_open());
+    }
+    SUBCASE("an exit code other than 0 comes through") {
+      auto p = Process::spawn({"sh", "-c", "exit 5"}, {.in = Stdio::pipe});
+      CHECK(p.communicate(input).status.code() == 5);
+    }
+    SUBCASE("a child that reads 10 bytes and exits") {
+      auto p = Process::spawn({"head", "-c", "10"}, {.in = Stdio::pipe, .out = Stdio::pipe});
+      auto r = p.communicate(input);
+      CHECK(r.status.success());
+      CHECK(r.out == std::string(10, 'i'));
+    }
+    // The SIGPIPE each failed write raised was consumed, and the thread's
+    // mask is as it was.
+    sigset_t pending, mask;
+    REQUIRE(::sigpending(&pending) == 0);
+    CHECK_FALSE(sigismember(&pending, SIGPIPE));
+    REQUIRE(::pthread_sigmask(SIG_BLOCK, nullptr, &mask) == 0);
+    CHECK_FALSE(sigismember(&mask, SIGPIPE));
+  });
+}
+
+namespace {
+
+std::atomic<int> sigchld_seen{0};
+
+void count_sigchld(int, siginfo_t*, void*) { sigchld_seen.fetch_add(1, std::memory_order_relaxed); }
+
+// Installs count_sigchld for SIGCHLD for the scope, then restores the old
+// disposition.
+class SigchldHandler {
+ public:
+  SigchldHandler() {
+    struct sigaction mine {};
+    mine.sa_sigaction = count_sigchld;
+    mine.sa_flags = kFlags;
+    sigemptyset(&mine.sa_mask);
+    REQUIRE(::sigaction(SIGCHLD, &mine, &saved_) == 0);
+  }
+  ~SigchldHandler() { ::sigaction(SIGCHLD, &saved_, nullptr); }
+  static constexpr int kFlags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
+
+  // Still ours, exactly as installed?
+  static void check_installed() {
+    struct sigaction now {};
+    REQUIRE(::sigaction(SIGCHLD, nullptr, &now) == 0);
+    CHECK((now.sa_flags & kFlags) == kFlags);
+    CHECK((now.sa_handler != SIG_DFL && now.sa_handler != SIG_IGN));
+    CHECK((now.sa_sigaction == &count_sigchld));
+  }
+
+ private:
+  struct sigaction saved_ {};
+};
+
+// readlink(2) of a /proc/self/fd entry; empty if that fd is not open.
+std::string fd_target(int fd) {
+  char buf[PATH_MAX];
+  const ssize_t n = ::readlink(fmt::format("/proc/self/fd/{}", fd).c_str(), buf, sizeof(buf));
+  return n < 0 ? std::string() : std::string(buf, static_cast<std::size_t>(n));
+}
+
+}  // namespace
+
+TEST_CASE("process: the application's SIGCHLD handler is left installed and keeps running") {
+  SigchldHandler handler;
+  sigchld_seen = 0;
+  spindle::run([] {
+    auto p = Process::spawn({"true"});
+    CHECK(p.wait().success());
+    SigchldHandler::check_installed();
+    auto q = Process::spawn({"sh", "-c", "echo hi"}, {.out = Stdio::pipe});
+    CHECK(q.communicate().out == "hi\n");
+    // Dropped unwaited: the background reaper (its own thread and
+    // scheduler) reaps it, and must not touch the handler either.
+    { auto r = Process::spawn({"true"}); }
+    CHECK(no_children_within(5s));
+    SigchldHandler::check_installed();
+    // The handler is not only in place but still called: each child's exit
+    // sent SIGCHLD (standard signals may merge, so at least one).
+    for (int i = 0; i < 200 && sigchld_seen.load() == 0; ++i) spindle::this_fiber::sleep_for(10ms);
+    CHECK(sigchld_seen.load() >= 1);
+  });
+  SigchldHandler::check_installed();  // and after the scheduler has gone
+}
+
+TEST_CASE("process: Stdio::null is /dev/null and Stdio::inherit is the parent's own descriptor") {
+  spindle::run([] {
+    // The shell reports on its own fds (/proc/$$), read before any ">&2"
+    // applies: `readlink /proc/self/fd/1 >&2` would name the stderr pipe.
+    SUBCASE("null stdin and stdout") {
+      auto p = Process::spawn({"sh", "-c", "i=$(readlink /proc/$$/fd/0); o=$(readlink /proc/$$/fd/1); echo \"$i\" >&2; echo \"$o\" >&2"},
+                              {.in = Stdio::null, .out = Stdio::null, .err = Stdio::pipe});
+      auto r = p.communicate();
+      CHECK(r.status.success());
+      CHECK(r.err == "/dev/null\n/dev/null\n");
+      CHECK(r.out.empty());
+    }
+    SUBCASE("null stderr") {
+      auto p = Process::spawn({"sh", "-c", "readlink /proc/$$/fd/2"}, {.out = Stdio::pipe, .err = Stdio::null});
+      CHECK(p.communicate().out == "/dev/null\n");
+    }
+    SUBCASE("inherited stdin and stdout") {
+      const std::string in = fd_target(0), out = fd_target(1);
+      if (in.empty() || out.empty()) {
+        MESSAGE("skipped: this process runs with fd 0 or 1 closed");
+        return;
+      }
+      auto p = Process::spawn({"sh", "-c", "i=$(readlink /proc/$$/fd/0); o=$(readlink /proc/$$/fd/1); echo \"$i\" >&2; echo \"$o\" >&2"},
+                              {.err = Stdio::pipe});  // in and out: Stdio::inherit, the default
+      auto r = p.communicate();
+      CHECK(r.status.success());
+      CHECK(r.err == in + "\n" + out + "\n");
+    }
+    SUBCASE("inherited stdout while the parent's fd 1 is a file") {
+      // Whatever runs the tests, fd 1 becomes a known file for a moment, so
+      // inherit cannot pass by pointing to the same thing as null would.
+      char path[] = "/tmp/spindle-process-stdout-XXXXXX";
+      const int file = ::mkstemp(path);
+      REQUIRE(file >= 0);
+      char real[PATH_MAX];
+      REQUIRE(::realpath(path, real) != nullptr);
+      std::fflush(stdout);
+      const int saved = ::dup(STDOUT_FILENO);
+      REQUIRE(saved >= 0);
+      REQUIRE(::dup2(file, STDOUT_FILENO) == STDOUT_FILENO);
+      std::string parent_sees, child_err;
+      bool ok = false;
+      try {
+        parent_sees = fd_target(1);
+        auto p = Process::spawn({"sh", "-c", "echo to-inherited-stdout; o=$(readlink /proc/$$/fd/1); echo \"$o\" >&2"},
+                                {.out = Stdio::inherit, .err = Stdio::pipe});
+        auto r = p.communicate();
+        ok = r.status.success();
+        child_err = r.err;
+      } catch (...) {
+        ::dup2(saved, STDOUT_FILENO);
+        ::close(saved);
+        throw;
+      }
+      ::dup2(saved, STDOUT_FILENO);
+      ::close(saved);
+      CHECK(ok);
+      CHECK(parent_sees == real);
+      CHECK(child_err == parent_sees + "\n");
+      char buf[256];
+      const ssize_t n = ::pread(file, buf, sizeof(buf), 0);
+      CHECK(std::string(buf, n > 0 ? static_cast<std::size_t>(n) : 0) == "to-inherited-stdout\n");
+      ::close(file);
+      ::unlink(path);
+    }
   });
 }
 

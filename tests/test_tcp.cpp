@@ -1,7 +1,8 @@
 // spindle::net TCP: TcpListener and TcpStream over loopback. Round trips on
-// both families, thousands of concurrent connections on one thread, the
-// read helpers' edge cases, the errors a peer can cause, and what timeouts,
-// cancellation and descriptor exhaustion leave behind.
+// both families (10,000 connections at once are test_scale's), the
+// listen options (reuse_port, reuse_address, v6_only), the read helpers'
+// edge cases, the errors a peer or a taken port can cause, and what
+// timeouts, cancellation and descriptor exhaustion leave behind.
 #include <doctest/doctest.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -11,11 +12,13 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -143,6 +146,58 @@ class CaptureStderr {
   int saved_ = -1;
 };
 
+// How many TCP sockets /proc/net/tcp lists with local port `port` in state
+// `state` (the kernel's hex code: 06 is TIME_WAIT).
+int tcp_sockets_in_state(std::uint16_t port, unsigned state) {
+  std::FILE* f = std::fopen("/proc/net/tcp", "r");
+  REQUIRE(f != nullptr);
+  char line[512];
+  int n = 0;
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
+    unsigned local_port = 0, st = 0;
+    if (std::sscanf(line, " %*d: %*[0-9A-Fa-f]:%x %*[0-9A-Fa-f]:%*x %x", &local_port, &st) == 2 &&
+        local_port == port && st == state)
+      ++n;
+  }
+  std::fclose(f);
+  return n;
+}
+
+int int_option(int fd, int level, int option) {
+  int value = -1;
+  socklen_t len = sizeof(value);
+  REQUIRE(::getsockopt(fd, level, option, &value, &len) == 0);
+  return value;
+}
+
+// A loopback connection whose send path fills after a few KiB: a small
+// SO_SNDBUF on the client and a small SO_RCVBUF on the server side (set on
+// the listener, so the window offered in the handshake is small already).
+struct SmallBufferPair {
+  TcpListener listener;
+  TcpStream client;
+  TcpStream server;
+};
+
+SmallBufferPair small_buffer_pair() {
+  SmallBufferPair p;
+  p.listener = loopback_listener();
+  int small = 4096;
+  REQUIRE(::setsockopt(p.listener.native_handle(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)) == 0);
+  p.client = TcpStream::connect(p.listener.local_address());
+  REQUIRE(::setsockopt(p.client.native_handle(), SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)) == 0);
+  p.server = std::move(p.listener.accept().stream);
+  return p;
+}
+
+// Reads until EOF and returns how many bytes came.
+std::size_t drain(TcpStream& s) {
+  std::vector<char> buf(65536);  // off the fiber's stack
+  std::size_t total = 0;
+  while (std::size_t n = s.read_some(std::span(buf))) total += n;
+  return total;
+}
+
 }  // namespace
 
 // ============================================================ round trips
@@ -230,58 +285,125 @@ TEST_CASE("tcp: connect by name and by numeric host text") {
   });
 }
 
-TEST_CASE("tcp: thousands of concurrent connections on one thread") {
-  // Each connection costs two fds here (both ends are in this process).
-  rlim_t hard = FdLimit::hard();
-  FdLimit limit(hard);
-  const int wanted = 10000;
-  const int headroom = 64;
-  const int n = std::min<int>(wanted, (static_cast<int>(hard) - count_open_fds() - headroom) / 2);
-  if (n < wanted) MESSAGE(fmt::format("RLIMIT_NOFILE hard limit {} allows {} connections, not {}", hard, n, wanted));
-  REQUIRE(n > 100);
-  spindle::run([n] {
-    auto listener = loopback_listener({.backlog = 4096});
-    auto addr = listener.local_address();
-    int served = 0;
-    auto server = spindle::spawn([&] {
-      std::vector<spindle::Task<void>> conns;
-      conns.reserve(static_cast<std::size_t>(n));
-      for (int i = 0; i < n; ++i) {
-        auto accepted = listener.accept();
-        conns.push_back(spindle::spawn({.stack_size = 32 * 1024}, [&served, conn = std::move(accepted.stream)]() mutable {
-          echo(conn);
-          ++served;
-        }));
-      }
-      for (auto& t : conns) t.join();
-    });
-    // Connects are throttled so SYNs never overflow the accept queue (an
-    // overflow would cost a one-second retransmit), but every connection
-    // stays open until all of them are: they are concurrent.
-    spindle::Semaphore connecting(256);
-    spindle::Event all_connected;
-    int connected = 0;
-    int ok = 0;
-    std::vector<spindle::Task<void>> clients;
-    clients.reserve(static_cast<std::size_t>(n));
-    for (int i = 0; i < n; ++i) {
-      clients.push_back(spindle::spawn({.stack_size = 32 * 1024}, [&, i] {
-        connecting.acquire();
-        TcpStream s = TcpStream::connect(addr);
-        connecting.release();
-        if (++connected == n) all_connected.set();
-        all_connected.wait();
-        std::string msg = fmt::format("client {:05}\n", i);
-        s.write_all(msg);
-        if (s.read_line() == msg) ++ok;
-      }));
+// ========================================================= listen options
+
+TEST_CASE("tcp: reuse_port lets two listeners share a port and both accept; a third without it gets EADDRINUSE") {
+  spindle::run([] {
+    auto a = loopback_listener({.reuse_port = true});
+    auto addr = a.local_address();
+    auto b = TcpListener::bind(addr, {.reuse_port = true});
+    CHECK(b.local_address() == addr);
+    CHECK(int_option(a.native_handle(), SOL_SOCKET, SO_REUSEPORT) != 0);
+    CHECK(int_option(b.native_handle(), SOL_SOCKET, SO_REUSEPORT) != 0);
+    auto e = catch_system_error([&] { TcpListener::bind(addr); });
+    CHECK(e.code() == std::errc::address_in_use);
+
+    // The kernel spreads connections over the group by a hash of the
+    // four-tuple: 32 connections all landing on one listener has a chance of
+    // 2^-31.
+    constexpr int kConns = 32;
+    int accepted[2] = {0, 0};
+    std::vector<TcpStream> server_side;
+    spindle::Event all_accepted;
+    auto acceptor = [&](TcpListener* l, int* count) {
+      return spindle::spawn([&server_side, &accepted, &all_accepted, l, count] {
+        for (;;) {
+          auto [conn, peer] = l->accept();
+          server_side.push_back(std::move(conn));
+          ++*count;
+          if (accepted[0] + accepted[1] == kConns) all_accepted.set();
+        }
+      });
+    };
+    auto ta = acceptor(&a, &accepted[0]);
+    auto tb = acceptor(&b, &accepted[1]);
+    std::vector<TcpStream> clients;
+    for (int i = 0; i < kConns; ++i) clients.push_back(TcpStream::connect(addr));
+    {
+      spindle::Timeout limit(10s);
+      all_accepted.wait();
     }
-    spindle::Timeout limit(120s);
-    for (auto& t : clients) t.join();
-    CHECK(connected == n);
-    CHECK(ok == n);
-    server.join();
-    CHECK(served == n);
+    INFO("accepted by a: " << accepted[0] << ", by b: " << accepted[1]);
+    CHECK(accepted[0] + accepted[1] == kConns);
+    CHECK(accepted[0] > 0);
+    CHECK(accepted[1] > 0);
+    for (auto* t : {&ta, &tb}) {
+      t->cancel();
+      CHECK_THROWS_AS(t->join(), spindle::Cancelled);
+    }
+  });
+}
+
+TEST_CASE("tcp: reuse_address rebinds a port whose last connection sits in TIME_WAIT; without it bind is EADDRINUSE") {
+  spindle::run([] {
+    SocketAddress addr;
+    {
+      auto listener = loopback_listener();
+      addr = listener.local_address();
+      auto client = TcpStream::connect(addr);
+      auto [conn, peer] = listener.accept();
+      conn.write_all("bye");
+      conn.close();  // the server side closes first, so it is the one left in TIME_WAIT
+      spindle::Timeout guard(10s);
+      CHECK(drain(client) == 3);
+    }  // the client closes, then the listener
+    int time_wait = 0;
+    for (int i = 0; i < 200 && time_wait == 0; ++i) {
+      time_wait = tcp_sockets_in_state(addr.port(), 0x06);
+      if (time_wait == 0) spindle::this_fiber::sleep_for(10ms);
+    }
+    REQUIRE(time_wait == 1);
+
+    auto e = catch_system_error([&] { TcpListener::bind(addr, {.reuse_address = false}); });
+    CHECK(e.code() == std::errc::address_in_use);
+    CHECK(contains(e.what(), "bind(fd="));
+    CHECK(contains(e.what(), addr.to_string()));
+
+    auto again = TcpListener::bind(addr);  // reuse_address is the default
+    CHECK(int_option(again.native_handle(), SOL_SOCKET, SO_REUSEADDR) != 0);
+    CHECK(again.local_address() == addr);
+    CHECK(tcp_sockets_in_state(addr.port(), 0x06) == 1);  // still there: we reused, not waited
+    auto client = TcpStream::connect(addr);
+    auto [conn, peer] = again.accept();
+    CHECK(peer == client.local_address());
+  });
+}
+
+TEST_CASE("tcp: a v6_only listener on [::] refuses IPv4 connections; a dual-stack one on the same port accepts them") {
+  spindle::run([] {
+    TcpListener v6;
+    try {
+      v6 = TcpListener::bind(SocketAddress::parse("::", 0), {.v6_only = true});
+    } catch (const std::system_error& e) {
+      MESSAGE("skipped: cannot bind [::]: " << e.what());
+      return;
+    }
+    CHECK(int_option(v6.native_handle(), IPPROTO_IPV6, IPV6_V6ONLY) == 1);
+    const std::uint16_t port = v6.local_address().port();
+    const auto v4 = SocketAddress::parse("127.0.0.1", port);
+    auto refused = catch_system_error([&] { TcpStream::connect(v4); });
+    CHECK(refused.code() == std::errc::connection_refused);
+    CHECK(contains(refused.what(), "connect(fd="));
+    CHECK(contains(refused.what(), v4.to_string()));
+    {
+      // IPv6 does reach it.
+      auto c6 = TcpStream::connect(SocketAddress::parse("::1", port));
+      auto [conn, peer] = v6.accept();
+      CHECK(peer.family() == AF_INET6);
+      CHECK(peer.ip() == "::1");
+    }
+    v6.close();
+
+    auto dual = TcpListener::bind(SocketAddress::parse("::", port));  // v6_only = false
+    CHECK(int_option(dual.native_handle(), IPPROTO_IPV6, IPV6_V6ONLY) == 0);
+    auto c4 = TcpStream::connect(v4);
+    CHECK(c4.peer_address() == v4);
+    auto [conn, peer] = dual.accept();
+    CHECK(peer.family() == AF_INET6);
+    CHECK(peer.ip() == "::ffff:127.0.0.1");  // IPv4-mapped
+    CHECK(peer.port() == c4.local_address().port());
+    c4.write_all("v4\n");
+    CHECK(conn.read_line() == "v4\n");
   });
 }
 
@@ -526,6 +648,94 @@ TEST_CASE("tcp: writing to a peer that reset the connection is a system_error, n
   });
 }
 
+TEST_CASE("tcp: binding an address that is already bound is EADDRINUSE naming bind and the address, and leaks no socket") {
+  spindle::run([] {
+    auto first = loopback_listener();
+    auto addr = first.local_address();
+    const int fds_before = count_open_fds();
+    auto e = catch_system_error([&] { TcpListener::bind(addr); });
+    CHECK(e.code() == std::errc::address_in_use);
+    CHECK(contains(e.what(), "bind(fd="));
+    CHECK(contains(e.what(), ", " + addr.to_string() + ")"));
+    CHECK(count_open_fds() == fds_before);
+    // SO_REUSEPORT on the newcomer alone does not let it share the port.
+    auto e2 = catch_system_error([&] { TcpListener::bind(addr, {.reuse_port = true}); });
+    CHECK(e2.code() == std::errc::address_in_use);
+    CHECK(contains(e2.what(), "bind(fd="));
+    CHECK(count_open_fds() == fds_before);
+    // The listener that holds the port is unharmed.
+    auto client = TcpStream::connect(addr);
+    auto [conn, peer] = first.accept();
+    CHECK(peer == client.local_address());
+  });
+}
+
+TEST_CASE("tcp: connect by name when every resolved address refuses names host:port, the count and the last address") {
+  spindle::run([] {
+    SocketAddress probe_addr;
+    {
+      auto probe = loopback_listener();
+      probe_addr = probe.local_address();
+    }  // closed: nothing listens on that port now
+    const std::uint16_t port = probe_addr.port();
+    const auto addrs = spindle::net::resolve("localhost", std::to_string(port));
+    REQUIRE_FALSE(addrs.empty());
+    const int fds_before = count_open_fds();
+    auto e = catch_system_error([&] { TcpStream::connect("localhost", port); });
+    const std::string what = e.what();
+    INFO("what(): " << what);
+    CHECK(e.code() == std::errc::connection_refused);
+    CHECK(contains(what, fmt::format("connect(localhost:{}): {} address(es) failed, last tried {}", port,
+                                     addrs.size(), addrs.back().to_string())));
+    CHECK(count_open_fds() == fds_before);  // every attempt's socket was closed
+  });
+}
+
+TEST_CASE("tcp: writev_all to a peer that reset the connection is a system_error naming sendmsg, not SIGPIPE") {
+  struct sigaction old_action {};
+  REQUIRE(::sigaction(SIGPIPE, nullptr, &old_action) == 0);
+  REQUIRE((old_action.sa_handler == SIG_DFL));  // SIGPIPE would kill the test
+  spindle::run([] {
+    auto listener = loopback_listener();
+    std::string part(64 * 1024, 'w');
+    const std::vector<iovec> iov(16, iovec{part.data(), part.size()});  // 1 MiB a call
+    auto reset = [](TcpStream& conn) {
+      linger hard_close{1, 0};  // close sends RST instead of FIN
+      REQUIRE(::setsockopt(conn.native_handle(), SOL_SOCKET, SO_LINGER, &hard_close, sizeof(hard_close)) == 0);
+      conn.close();
+    };
+    auto check_error = [&](const std::system_error& e, const TcpStream& client) {
+      INFO("what(): " << std::string(e.what()));
+      CHECK((e.code() == std::errc::connection_reset || e.code() == std::errc::broken_pipe));
+      CHECK(contains(e.what(), fmt::format("sendmsg(fd={}, {})", client.native_handle(),
+                                           listener.local_address().to_string())));
+    };
+    SUBCASE("reset before the call") {
+      auto client = TcpStream::connect(listener.local_address());
+      auto accepted = listener.accept();
+      reset(accepted.stream);
+      spindle::this_fiber::sleep_for(20ms);  // let the RST arrive
+      auto e = catch_system_error([&] {
+        for (int i = 0; i < 100; ++i) client.writev_all(iov);
+      });
+      check_error(e, client);
+    }
+    SUBCASE("reset while writev_all is parked on a full socket") {
+      auto client = TcpStream::connect(listener.local_address());
+      auto accepted = listener.accept();
+      auto writer = spindle::spawn([&] {
+        for (int i = 0; i < 100; ++i) client.writev_all(iov);  // 100 MiB: far beyond the buffers
+      });
+      spindle::this_fiber::sleep_for(50ms);
+      REQUIRE_FALSE(writer.done());  // parked: the peer reads nothing
+      reset(accepted.stream);
+      spindle::Timeout guard(10s);
+      auto e = catch_system_error([&] { writer.join(); });
+      check_error(e, client);
+    }
+  });
+}
+
 TEST_CASE("tcp: a connect that cannot complete times out under a Timeout and leaves no socket behind") {
   spindle::run([] {
     // A backlog-1 listener that never accepts: once its queue is full the
@@ -541,6 +751,12 @@ TEST_CASE("tcp: a connect that cannot complete times out under a Timeout and lea
         queued.push_back(TcpStream::connect(listener.local_address()));
       } catch (const spindle::TimeoutError& e) {
         timed_out = true;
+        // The message names the call, the fd and the peer, like any other
+        // connect failure: "connect(fd=N, 127.0.0.1:P): Timeout expired".
+        INFO("what(): " << std::string(e.what()));
+        CHECK(e.code() == std::errc::timed_out);
+        CHECK(contains(e.what(), "connect(fd="));
+        CHECK(contains(e.what(), listener.local_address().to_string() + "): Timeout expired"));
         CHECK(spindle::now() - start >= 150ms);
         CHECK(spindle::now() - start < 5s);
         CHECK(count_open_fds() == fds_before);  // the half-open socket was closed
@@ -623,6 +839,84 @@ TEST_CASE("tcp: a cancelled accept loses no connection and the listener keeps ac
     auto client = TcpStream::connect(listener.local_address());
     auto [conn, peer] = listener.accept();
     CHECK(peer == client.local_address());
+  });
+}
+
+TEST_CASE("tcp: a Timeout ends a write_all blocked on a peer that does not read; the fiber and the socket stay usable") {
+  spindle::run([] {
+    auto p = small_buffer_pair();
+    const std::string big(16 << 20, 'b');
+    const int fds_before = count_open_fds();
+    const int fd = p.client.native_handle();
+    const auto start = spindle::now();
+    {
+      spindle::Timeout limit(100ms);
+      try {
+        p.client.write_all(big);
+        FAIL("write_all of 16 MiB to a peer that reads nothing returned");
+      } catch (const spindle::TimeoutError& e) {
+        INFO("what(): " << std::string(e.what()));
+        CHECK(e.code() == std::errc::timed_out);
+        CHECK(contains(e.what(), fmt::format("(fd={})", fd)));
+        CHECK(contains(e.what(), "Timeout expired"));
+      }
+      CHECK(limit.expired());
+    }
+    const auto elapsed = spindle::now() - start;
+    CHECK(elapsed >= 100ms);
+    CHECK(elapsed < 5s);
+    // The same fiber goes on with other sockets.
+    {
+      auto other = loopback_listener();
+      auto c = TcpStream::connect(other.local_address());
+      auto [s, peer] = other.accept();
+      c.write_all("still here\n");
+      CHECK(s.read_line() == "still here\n");
+    }
+    CHECK(count_open_fds() == fds_before);
+    // The interrupted stream closes cleanly: its fd is gone, and the peer
+    // reads the part that was sent, then EOF (a FIN, not a reset).
+    p.client.close();
+    CHECK_FALSE(p.client.is_open());
+    CHECK(count_open_fds() == fds_before - 1);
+    spindle::Timeout guard(10s);
+    const std::size_t got = drain(p.server);
+    CHECK(got > 0);
+    CHECK(got < big.size());
+  });
+}
+
+TEST_CASE("tcp: cancelling a fiber blocked in write_all leaves no waiter behind and the socket closes cleanly") {
+  spindle::run([] {
+    auto p = small_buffer_pair();
+    const std::string big(16 << 20, 'c');
+    const int fds_before = count_open_fds();
+    auto writer = spindle::spawn([&] { p.client.write_all(big); });
+    spindle::this_fiber::sleep_for(50ms);
+    REQUIRE_FALSE(writer.done());  // parked on the full socket
+    writer.cancel();
+    CHECK_THROWS_AS(writer.join(), spindle::Cancelled);
+    // Another fiber may now wait to write on the same fd (a waiter left in
+    // the slot would make that abort), and a Timeout ends it as usual.
+    auto second = spindle::spawn([&] {
+      spindle::Timeout limit(50ms);
+      p.client.write_all(big);
+    });
+    CHECK_THROWS_AS(second.join(), spindle::TimeoutError);
+    // Other sockets still work.
+    {
+      auto other = loopback_listener();
+      auto c = TcpStream::connect(other.local_address());
+      auto [s, peer] = other.accept();
+      s.write_all("ping\n");
+      CHECK(c.read_line() == "ping\n");
+    }
+    p.client.close();
+    CHECK(count_open_fds() == fds_before - 1);
+    spindle::Timeout guard(10s);
+    const std::size_t got = drain(p.server);
+    CHECK(got > 0);
+    CHECK(got < 2 * big.size());
   });
 }
 
