@@ -49,8 +49,10 @@ std::int64_t scope_deadline_at(const Fiber* f, int depth) noexcept {
     // deadline did not make this call throw.
     if (r->outer_min == kNoDeadline) break;
   }
-  if (name) throw TimeoutError(fmt::format("{}({}={}): Timeout expired", call, name->key, name->value));
-  throw TimeoutError(fmt::format("{}: Timeout expired", call));
+  raise_off_small_stack([&] {
+    if (name) throw TimeoutError(fmt::format("{}({}={}): Timeout expired", call, name->key, name->value));
+    throw TimeoutError(fmt::format("{}: Timeout expired", call));
+  });
 }
 
 // Throws what is due for the running fiber before it parks.
@@ -378,22 +380,25 @@ void Scheduler::expire_timers() noexcept {
 // ------------------------------------------------------------------- fds
 
 IoSlot& Scheduler::register_fd(int fd, const char* call) {
-  if (fd < 0) platform::throw_system_error(EBADF, fmt::format("{}(fd={})", call, fd));
+  if (fd < 0) raise_off_small_stack([&] { platform::throw_system_error(EBADF, fmt::format("{}(fd={})", call, fd)); });
   std::size_t chunk = static_cast<std::size_t>(fd) / kSlotChunk;
   if (chunk >= slots_.size()) slots_.resize(chunk + 1);
   if (!slots_[chunk]) slots_[chunk] = std::make_unique<IoSlot[]>(kSlotChunk);
   IoSlot& s = slots_[chunk][static_cast<std::size_t>(fd) % kSlotChunk];
   if (!s.registered) {
-    try {
-      off_small_stack([&] { poller_.add(fd, s); });
-    } catch (const std::system_error& e) {
-      // The poller names its own call ("epoll_ctl(ADD, fd=5): ..."); put the
-      // user's call in front, and its error text once, at the end.
-      std::string inner = e.what();
-      const std::string tail = ": " + e.code().message();
-      if (inner.ends_with(tail)) inner.resize(inner.size() - tail.size());
-      throw std::system_error(e.code(), fmt::format("{}(fd={}): {}", call, fd, inner));
-    }
+    // On the side stack, catch and rethrow included (see raise_off_small_stack).
+    off_small_stack([&] {
+      try {
+        poller_.add(fd, s);
+      } catch (const std::system_error& e) {
+        // The poller names its own call ("epoll_ctl(ADD, fd=5): ..."); put the
+        // user's call in front, and its error text once, at the end.
+        std::string inner = e.what();
+        const std::string tail = ": " + e.code().message();
+        if (inner.ends_with(tail)) inner.resize(inner.size() - tail.size());
+        throw std::system_error(e.code(), fmt::format("{}(fd={}): {}", call, fd, inner));
+      }
+    });
     ++watched_fds_;
   }
   return s;
@@ -863,8 +868,10 @@ namespace {
 }
 
 [[noreturn, gnu::noinline, gnu::cold]] void throw_forgotten(const char* call, SlotName name) {
-  platform::throw_system_error(
-      EBADF, fmt::format("{}({}={}): {} was forgotten while waiting", call, name.key, name.value, name.key));
+  raise_off_small_stack([&] {
+    platform::throw_system_error(
+        EBADF, fmt::format("{}({}={}): {} was forgotten while waiting", call, name.key, name.value, name.key));
+  });
 }
 }  // namespace
 

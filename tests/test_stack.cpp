@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <stdexcept>
 #include <string>
@@ -354,6 +356,137 @@ TEST_CASE("stack: small-stack fibers unwind: cancellation, Timeout, throw, rethr
     });
     CHECK_THROWS_AS(bad_fd.join(), std::system_error);
     CHECK(destroyed == 103);
+  });
+}
+
+namespace {
+
+// How many bytes at the bottom of the running fiber's stack still hold
+// kUntouched, the pattern small_spawn wrote there before the fiber first ran.
+constexpr unsigned char kUntouched = 0xA5;
+
+std::size_t untouched_bottom() {
+  auto* f = spindle::detail::current_fiber();
+  const auto* base = static_cast<const unsigned char*>(f->stack_base);
+  std::size_t n = 0;
+  while (n < f->stack_size / 2 && base[n] == kUntouched) ++n;
+  return n;
+}
+
+// Spawns body on a small stack whose lower half is painted first (the fiber
+// has not run yet: its initial frame sits at the top), then joins it;
+// returns how much of the paint body left.
+template <class F>
+std::size_t small_spawn(F body) {
+  std::size_t left = 0;
+  auto t = spindle::spawn(spindle::SpawnOptions{.name = {}, .stack_size = spindle::kSmallStackSize}, [&] {
+    body();
+    left = untouched_bottom();
+  });
+  auto* f = t.fiber();
+  std::memset(f->stack_base, kUntouched, f->stack_size / 2);
+  t.join();
+  return left;
+}
+
+}  // namespace
+
+TEST_CASE("stack: the errors a parked handler meets are built off its small stack") {
+  // A reset peer, an expired Timeout, an EOF in the middle of a message: a
+  // message formatted with fmt and a std::system_error cost about 1.5 KiB,
+  // most of a 2 KiB stack, and before they were built on the side stack
+  // each of these overflowed it (the canary check aborted the process).
+  // Each case must leave a quarter of the stack untouched.
+  using namespace spindle::net;
+  spindle::run([] {
+    auto listener = TcpListener::bind(SocketAddress::parse("127.0.0.1", 0));
+    auto pair = [&] {
+      auto client = TcpStream::connect(listener.local_address());
+      auto server = std::move(listener.accept().stream);
+      return std::pair(std::move(client), std::move(server));
+    };
+    std::string what;
+    auto expect_room = [](std::size_t left) {
+      INFO("untouched bytes at the bottom of the stack: " << left);
+#if SPINDLE_SMALL_STACKS
+      CHECK(left >= spindle::kSmallStackSize / 4);
+#endif
+    };
+
+    {
+      auto [client, server] = pair();
+      linger hard_close{1, 0};  // close sends RST
+      REQUIRE(::setsockopt(server.native_handle(), SOL_SOCKET, SO_LINGER, &hard_close, sizeof hard_close) == 0);
+      server.close();
+      expect_room(small_spawn([&] {
+        char buf[64];
+        try {
+          client.read_some(std::span(buf));
+        } catch (const std::system_error& e) {
+          what = e.what();
+        }
+      }));
+      CHECK(what.find("read(fd=") != std::string::npos);
+      CHECK(what.find("reset") != std::string::npos);
+    }
+    {
+      auto [client, server] = pair();
+      what.clear();
+      expect_room(small_spawn([&] {
+        char buf[64];
+        try {
+          spindle::Timeout limit(1ms);
+          client.read_some(std::span(buf));
+        } catch (const spindle::TimeoutError& e) {
+          what = e.what();
+        }
+      }));
+      CHECK(what.find("Timeout expired") != std::string::npos);
+    }
+    {
+      what.clear();
+      expect_room(small_spawn([&] {
+        spindle::Event never;
+        try {
+          spindle::Timeout limit(1ms);
+          never.wait();
+        } catch (const spindle::TimeoutError& e) {
+          what = e.what();
+        }
+      }));
+      CHECK(what.find("Timeout expired") != std::string::npos);
+    }
+    {
+      auto [client, server] = pair();
+      server.write_all("abc");
+      server.close();
+      what.clear();
+      expect_room(small_spawn([&] {
+        char buf[8];
+        try {
+          client.read_exact(std::span(buf));
+        } catch (const UnexpectedEof& e) {
+          what = e.what();
+        }
+      }));
+      CHECK(what.find("EOF after 3 of 8 bytes") != std::string::npos);
+    }
+    {
+      SocketAddress gone;
+      {
+        auto closed = TcpListener::bind(SocketAddress::parse("127.0.0.1", 0));
+        gone = closed.local_address();
+      }
+      what.clear();
+      expect_room(small_spawn([&] {
+        try {
+          TcpStream::connect(gone);
+        } catch (const std::system_error& e) {
+          what = e.what();
+        }
+      }));
+      CHECK(what.find("connect(fd=") != std::string::npos);
+    }
   });
 }
 

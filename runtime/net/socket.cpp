@@ -46,10 +46,12 @@ SocketAddress socket_name(int fd, const SocketAddress* peer) {
 }  // namespace
 
 void throw_io_error(int err, std::string_view call, int fd, const SocketAddress* peer) {
-  if (peer != nullptr && peer->family() != AF_UNSPEC) {
-    platform::throw_system_error(err, fmt::format("{}(fd={}, {})", call, fd, peer->to_string()));
-  }
-  platform::throw_system_error(err, fmt::format("{}(fd={})", call, fd));
+  spindle::detail::raise_off_small_stack([&] {
+    if (peer != nullptr && peer->family() != AF_UNSPEC) {
+      platform::throw_system_error(err, fmt::format("{}(fd={}, {})", call, fd, peer->to_string()));
+    }
+    platform::throw_system_error(err, fmt::format("{}(fd={})", call, fd));
+  });
 }
 
 void enter_blocking(const char* call) { spindle::detail::enter_wait(call); }
@@ -126,9 +128,11 @@ void StreamSocket::read_exact(std::span<std::byte> buf) {
   while (got < buf.size()) {
     std::size_t n = read_raw(buf.data() + got, buf.size() - got);
     if (n == 0) {
-      throw UnexpectedEof(fmt::format("read_exact(fd={}, {}): EOF after {} of {} bytes", fd_.get(),
-                                      peer_.to_string(), got, buf.size()),
-                          got, buf.size());
+      spindle::detail::raise_off_small_stack([&] {
+        throw UnexpectedEof(fmt::format("read_exact(fd={}, {}): EOF after {} of {} bytes", fd_.get(),
+                                        peer_.to_string(), got, buf.size()),
+                            got, buf.size());
+      });
     }
     got += n;
   }
@@ -154,9 +158,11 @@ std::size_t StreamSocket::read_until(std::string& out, std::string_view delim, s
       return n;
     }
     if (at != std::string_view::npos || have.size() >= max) {
-      throw LimitExceeded(fmt::format("read_until(fd={}, {}): no delimiter within {} bytes", fd_.get(),
-                                      peer_.to_string(), max),
-                          max);
+      spindle::detail::raise_off_small_stack([&] {
+        throw LimitExceeded(fmt::format("read_until(fd={}, {}): no delimiter within {} bytes", fd_.get(),
+                                        peer_.to_string(), max),
+                            max);
+      });
     }
     searched = have.size() >= delim.size() ? have.size() - delim.size() + 1 : 0;
     // Keep the buffer compact: drop the consumed prefix before growing.
@@ -304,7 +310,8 @@ Descriptor connect_stream(const SocketAddress& addr) {
       // A Timeout scope ended the handshake: name the call and the peer, as
       // every other failure of connect does. The socket is closed on the way
       // out (sock owns it), which abandons the attempt.
-      throw TimeoutError(fmt::format("connect(fd={}, {}): Timeout expired", fd, addr.to_string()));
+      spindle::detail::raise_off_small_stack(
+          [&] { throw TimeoutError(fmt::format("connect(fd={}, {}): Timeout expired", fd, addr.to_string())); });
     }
     int so_error = 0;
     socklen_t len = sizeof(so_error);

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "runtime/scheduler.hpp"
+
 namespace spindle::net {
 
 namespace {
@@ -54,7 +56,8 @@ std::size_t StreamReader::find_delimited(std::string_view delim, std::size_t max
     std::size_t at = have.find(delim, searched);
     if (at != std::string_view::npos && at + delim.size() <= max) return at + delim.size();
     if (at != std::string_view::npos || have.size() >= max) {
-      throw LimitExceeded(fmt::format("StreamReader: no {:?} within {} bytes", delim, max), max);
+      spindle::detail::raise_off_small_stack(
+          [&] { throw LimitExceeded(fmt::format("StreamReader: no {:?} within {} bytes", delim, max), max); });
     }
     searched = have.size() >= delim.size() ? have.size() - delim.size() + 1 : 0;
     // Never ask for more than one byte past the limit (the byte that proves
@@ -72,8 +75,10 @@ std::string StreamReader::read_line(std::size_t max) {
 std::string StreamReader::read_until(std::string_view delim, std::size_t max) {
   std::size_t n = find_delimited(delim, max);
   if (n == std::string_view::npos) {
-    throw UnexpectedEof(fmt::format("StreamReader::read_until: EOF after {} bytes without {:?}", buffered(), delim),
-                        buffered(), buffered() + delim.size());
+    spindle::detail::raise_off_small_stack([&] {
+      throw UnexpectedEof(fmt::format("StreamReader::read_until: EOF after {} bytes without {:?}", buffered(), delim),
+                          buffered(), buffered() + delim.size());
+    });
   }
   return take(n);
 }
@@ -82,8 +87,10 @@ std::string StreamReader::read_exactly(std::size_t n) {
   detail::enter_blocking("spindle::net::StreamReader::read_exactly");
   while (buffered() < n) {
     if (!fill(std::max(n - buffered(), kReadChunk))) {
-      throw UnexpectedEof(fmt::format("StreamReader::read_exactly: EOF after {} of {} bytes", buffered(), n),
-                          buffered(), n);
+      spindle::detail::raise_off_small_stack([&] {
+        throw UnexpectedEof(fmt::format("StreamReader::read_exactly: EOF after {} of {} bytes", buffered(), n),
+                            buffered(), n);
+      });
     }
   }
   return take(n);
