@@ -34,7 +34,8 @@
 // instead of running on a corrupted stack. What it cannot see: a frame that
 // spans the canary without writing it (a large uninitialised array). Small
 // stacks suit fibers that stay shallow (a handler that parks on a socket or
-// a timer).
+// a timer); the runtime builds the errors such a handler meets on the side
+// stack too (raise_off_small_stack, runtime/scheduler.hpp).
 //
 // C++ exceptions: the unwinder alone needs about 2 KiB of stack (its frame
 // state and two register contexts), more than a small stack has to spare,

@@ -20,7 +20,11 @@
 // is caught by a canary below the stack, checked at every switch out of the
 // fiber (the process ends with the fiber named). For shallow fibers only:
 // a handler parked on a socket or a timer fits; formatting, deep library
-// calls or large local buffers do not. Sizes are rounded up to 256 bytes
+// calls or large local buffers do not. The errors spindle's own socket,
+// stream and wait calls throw (a reset, a Timeout, an EOF) are built off
+// the small stack, and catching them fits; an error the handler formats
+// itself (fmt::format and a std::system_error take about 1.5 KiB) does not,
+// nor does resolving a name. Sizes are rounded up to 256 bytes
 // (minimum 1 KiB); ASan builds multiply them by four.
 #pragma once
 
