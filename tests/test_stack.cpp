@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -375,16 +376,19 @@ std::size_t untouched_bottom() {
 
 // Spawns body on a small stack whose lower half is painted first (the fiber
 // has not run yet: its initial frame sits at the top), then joins it;
-// returns how much of the paint body left.
+// returns how much of the paint body left. Not under valgrind, for which
+// reading below the stack pointer is an error: there body runs unmeasured,
+// and the canary check still stands.
 template <class F>
-std::size_t small_spawn(F body) {
-  std::size_t left = 0;
+std::optional<std::size_t> small_spawn(F body) {
+  const bool measure = !on_valgrind();
+  std::optional<std::size_t> left;
   auto t = spindle::spawn(spindle::SpawnOptions{.name = {}, .stack_size = spindle::kSmallStackSize}, [&] {
     body();
-    left = untouched_bottom();
+    if (measure) left = untouched_bottom();
   });
   auto* f = t.fiber();
-  std::memset(f->stack_base, kUntouched, f->stack_size / 2);
+  if (measure) std::memset(f->stack_base, kUntouched, f->stack_size / 2);
   t.join();
   return left;
 }
@@ -406,10 +410,11 @@ TEST_CASE("stack: the errors a parked handler meets are built off its small stac
       return std::pair(std::move(client), std::move(server));
     };
     std::string what;
-    auto expect_room = [](std::size_t left) {
-      INFO("untouched bytes at the bottom of the stack: " << left);
+    auto expect_room = [](std::optional<std::size_t> left) {
 #if SPINDLE_SMALL_STACKS
-      CHECK(left >= spindle::kSmallStackSize / 4);
+      if (!left) return;
+      INFO("untouched bytes at the bottom of the stack: " << *left);
+      CHECK(*left >= spindle::kSmallStackSize / 4);
 #endif
     };
 
