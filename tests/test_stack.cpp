@@ -410,7 +410,7 @@ TEST_CASE("stack: the errors a parked handler meets are built off its small stac
       return std::pair(std::move(client), std::move(server));
     };
     std::string what;
-    auto expect_room = [](std::optional<std::size_t> left) {
+    auto expect_room = []([[maybe_unused]] std::optional<std::size_t> left) {
 #if SPINDLE_SMALL_STACKS
       if (!left) return;
       INFO("untouched bytes at the bottom of the stack: " << *left);
