@@ -10,6 +10,7 @@
 #include <ctime>
 
 #include "platform/syscall.hpp"
+#include "runtime/scheduler.hpp"
 
 namespace spindle::net {
 
@@ -69,9 +70,11 @@ void PipeReader::read_exact(std::span<std::byte> buf) {
   while (got < buf.size()) {
     std::size_t n = read_some(buf.subspan(got));
     if (n == 0) {
-      throw UnexpectedEof(
-          fmt::format("read_exact(fd={}): EOF after {} of {} bytes", fd_.get(), got, buf.size()), got,
-          buf.size());
+      spindle::detail::raise_off_small_stack([&] {
+        throw UnexpectedEof(
+            fmt::format("read_exact(fd={}): EOF after {} of {} bytes", fd_.get(), got, buf.size()), got,
+            buf.size());
+      });
     }
     got += n;
   }
