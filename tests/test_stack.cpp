@@ -396,11 +396,12 @@ std::optional<std::size_t> small_spawn(F body) {
 }  // namespace
 
 TEST_CASE("stack: the errors a parked handler meets are built off its small stack") {
-  // A reset peer, an expired Timeout, an EOF in the middle of a message: a
-  // message formatted with fmt and a std::system_error cost about 1.5 KiB,
-  // most of a 2 KiB stack, and before they were built on the side stack
-  // each of these overflowed it (the canary check aborted the process).
-  // Each case must leave a quarter of the stack untouched.
+  // A reset peer, an expired Timeout, an EOF in the middle of a message
+  // (socket, StreamReader, pipe), a refused connect. A message formatted
+  // with fmt and a std::system_error cost about 1.5 KiB, most of a 2 KiB
+  // stack: before the runtime built them on the side stack, a read on a
+  // reset connection overflowed it (the canary check aborted the process)
+  // and a Timeout left 24 bytes. Each case must leave a quarter untouched.
   using namespace spindle::net;
   spindle::run([] {
     auto listener = TcpListener::bind(SocketAddress::parse("127.0.0.1", 0));
@@ -475,6 +476,36 @@ TEST_CASE("stack: the errors a parked handler meets are built off its small stac
         }
       }));
       CHECK(what.find("EOF after 3 of 8 bytes") != std::string::npos);
+    }
+    {
+      auto [client, server] = pair();
+      server.write_all("no newline");
+      server.close();
+      what.clear();
+      expect_room(small_spawn([&] {
+        StreamReader reader(client);
+        try {
+          reader.read_until("\n");
+        } catch (const UnexpectedEof& e) {
+          what = e.what();
+        }
+      }));
+      CHECK(what.find("EOF after 10 bytes") != std::string::npos);
+    }
+    {
+      auto pipe = Pipe::create();
+      pipe.writer.write_all("ab");
+      pipe.writer.close();
+      what.clear();
+      expect_room(small_spawn([&] {
+        char buf[4];
+        try {
+          pipe.reader.read_exact(std::as_writable_bytes(std::span(buf)));
+        } catch (const UnexpectedEof& e) {
+          what = e.what();
+        }
+      }));
+      CHECK(what.find("EOF after 2 of 4 bytes") != std::string::npos);
     }
     {
       SocketAddress gone;
