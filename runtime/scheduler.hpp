@@ -285,13 +285,15 @@ void call_on_side_stack(void (*fn)(void*), void* arg);
 // not got it, and a reset connection or an expired Timeout is an ordinary
 // event for the shallow handlers small stacks are for. The exception then
 // unwinds from the side stack into the fiber's frames (runtime/context.cpp).
-// `raise` must throw; every per-request error of the runtime goes through
-// here.
+// `raise` must throw. Used by the errors of waits, Timeouts, socket I/O and
+// the stream and pipe readers; setup calls, Process and DNS errors are
+// still built where they are raised (task.hpp says what fits).
 template <class F>
 [[noreturn]] void raise_off_small_stack(F&& raise) {
   call_on_side_stack([](void* p) { (*static_cast<std::remove_reference_t<F>*>(p))(); }, &raise);
   assert_fail(__FILE__, __LINE__, "raise() throws", "raise_off_small_stack: the error builder returned");
 }
+
 void* install_thread_altstack();
 void remove_thread_altstack(void* altstack) noexcept;
 
