@@ -324,12 +324,14 @@ TEST_CASE("process: the application's SIGCHLD handler is left installed and keep
 }
 
 TEST_CASE("process: Stdio::null is /dev/null and Stdio::inherit is the parent's own descriptor") {
+  // A shell that writes to stderr what its fds 0 and 1 are. It reports on
+  // its own fds (/proc/$$), read before any ">&2" applies: `readlink
+  // /proc/self/fd/1 >&2` would name the stderr pipe.
+  static const std::vector<std::string> kReportStdinStdout = {
+      "sh", "-c", "i=$(readlink /proc/$$/fd/0); o=$(readlink /proc/$$/fd/1); echo \"$i\" >&2; echo \"$o\" >&2"};
   spindle::run([] {
-    // The shell reports on its own fds (/proc/$$), read before any ">&2"
-    // applies: `readlink /proc/self/fd/1 >&2` would name the stderr pipe.
     SUBCASE("null stdin and stdout") {
-      auto p = Process::spawn({"sh", "-c", "i=$(readlink /proc/$$/fd/0); o=$(readlink /proc/$$/fd/1); echo \"$i\" >&2; echo \"$o\" >&2"},
-                              {.in = Stdio::null, .out = Stdio::null, .err = Stdio::pipe});
+      auto p = Process::spawn(kReportStdinStdout, {.in = Stdio::null, .out = Stdio::null, .err = Stdio::pipe});
       auto r = p.communicate();
       CHECK(r.status.success());
       CHECK(r.err == "/dev/null\n/dev/null\n");
@@ -345,8 +347,7 @@ TEST_CASE("process: Stdio::null is /dev/null and Stdio::inherit is the parent's 
         MESSAGE("skipped: this process runs with fd 0 or 1 closed");
         return;
       }
-      auto p = Process::spawn({"sh", "-c", "i=$(readlink /proc/$$/fd/0); o=$(readlink /proc/$$/fd/1); echo \"$i\" >&2; echo \"$o\" >&2"},
-                              {.err = Stdio::pipe});  // in and out: Stdio::inherit, the default
+      auto p = Process::spawn(kReportStdinStdout, {.err = Stdio::pipe});  // in, out: Stdio::inherit (default)
       auto r = p.communicate();
       CHECK(r.status.success());
       CHECK(r.err == in + "\n" + out + "\n");
